@@ -1,0 +1,424 @@
+"""GPS fixes and tracks: immutable value objects over numpy arrays.
+
+A `Track` is a struct of arrays (one float64 array per field, NaN where a field is missing),
+so the geometry and the pace rules run vectorised. A `Fix` is one row, for the live driver and
+for building tracks by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+#: Fields a fix may carry beside time and position, in the order `Track` stores them.
+OPTIONAL_FIELDS: tuple[str, ...] = (
+    "acc_m",
+    "speed_mps",
+    "course_deg",
+    "course_acc_deg",
+    "heading_deg",
+    "cadence_spm",
+    "hr_bpm",
+    "ele_m",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """One GPS fix. `t` is Unix seconds (UTC); angles are degrees clockwise from north."""
+
+    t: float
+    lat: float
+    lon: float
+    acc_m: float | None = None  # horizontal accuracy, 68% radius
+    speed_mps: float | None = None  # speed reported by the device
+    course_deg: float | None = None  # direction of travel reported by the device
+    course_acc_deg: float | None = None
+    heading_deg: float | None = None  # device azimuth (where the phone faces)
+    cadence_spm: float | None = None  # steps per minute
+    hr_bpm: float | None = None
+    ele_m: float | None = None
+    mock: bool = False  # Android isMock() / iOS isSimulatedBySoftware
+
+
+def _column(values: Iterable[float | None]) -> FloatArray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Track:
+    """A sequence of fixes as parallel float64 arrays; missing optional values are NaN."""
+
+    t: FloatArray
+    lat: FloatArray
+    lon: FloatArray
+    acc_m: FloatArray
+    speed_mps: FloatArray
+    course_deg: FloatArray
+    course_acc_deg: FloatArray
+    heading_deg: FloatArray
+    cadence_spm: FloatArray
+    hr_bpm: FloatArray
+    ele_m: FloatArray
+    mock: BoolArray
+
+    def __len__(self) -> int:
+        return int(self.t.shape[0])
+
+    @classmethod
+    def from_fixes(cls, fixes: Sequence[Fix]) -> Track:
+        """Build a track from fixes, in the order given (validation happens in the pace check)."""
+        return cls(
+            t=_column(f.t for f in fixes),
+            lat=_column(f.lat for f in fixes),
+            lon=_column(f.lon for f in fixes),
+            acc_m=_column(f.acc_m for f in fixes),
+            speed_mps=_column(f.speed_mps for f in fixes),
+            course_deg=_column(f.course_deg for f in fixes),
+            course_acc_deg=_column(f.course_acc_deg for f in fixes),
+            heading_deg=_column(f.heading_deg for f in fixes),
+            cadence_spm=_column(f.cadence_spm for f in fixes),
+            hr_bpm=_column(f.hr_bpm for f in fixes),
+            ele_m=_column(f.ele_m for f in fixes),
+            mock=np.array([bool(f.mock) for f in fixes], dtype=np.bool_),
+        )
+
+    @classmethod
+    def from_arrays(
+        cls,
+        t: npt.ArrayLike,
+        lat: npt.ArrayLike,
+        lon: npt.ArrayLike,
+        *,
+        mock: npt.ArrayLike | None = None,
+        **optional: npt.ArrayLike | None,
+    ) -> Track:
+        """Build a track from arrays; optional fields left out are all-NaN."""
+        unknown = set(optional) - set(OPTIONAL_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown track fields: {sorted(unknown)}")
+        t_arr = np.asarray(t, dtype=np.float64).reshape(-1)
+        n = t_arr.shape[0]
+
+        def col(values: npt.ArrayLike | None) -> FloatArray:
+            if values is None:
+                return np.full(n, np.nan)
+            arr = np.asarray(values, dtype=np.float64).reshape(-1)
+            if arr.shape[0] != n:
+                raise ValueError("every track field must have one value per fix")
+            return arr
+
+        cols = {name: col(optional.get(name)) for name in OPTIONAL_FIELDS}
+        mock_arr = np.zeros(n, dtype=np.bool_) if mock is None else np.asarray(mock, dtype=np.bool_)
+        if mock_arr.shape[0] != n:
+            raise ValueError("every track field must have one value per fix")
+        return cls(t=t_arr, lat=col(lat), lon=col(lon), mock=mock_arr, **cols)
+
+    def fix(self, i: int) -> Fix:
+        """Row `i` as a `Fix` (NaN becomes None)."""
+
+        def val(arr: FloatArray) -> float | None:
+            v = float(arr[i])
+            return None if np.isnan(v) else v
+
+        return Fix(
+            t=float(self.t[i]),
+            lat=float(self.lat[i]),
+            lon=float(self.lon[i]),
+            mock=bool(self.mock[i]),
+            **{name: val(getattr(self, name)) for name in OPTIONAL_FIELDS},
+        )
+
+    def fixes(self) -> list[Fix]:
+        return [self.fix(i) for i in range(len(self))]
+
+    def slice(self, start: int, stop: int) -> Track:
+        """Fixes `start` (inclusive) to `stop` (exclusive) as a new track."""
+        return Track(
+            **{
+                name: getattr(self, name)[start:stop]
+                for name in ("t", "lat", "lon", "mock", *OPTIONAL_FIELDS)
+            }
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Vectorised geometry. Every function takes plain float64 arrays (or a `Track`) and never loops
+# per fix in Python, so a million fixes take milliseconds.
+# --------------------------------------------------------------------------------------------
+
+#: Mean Earth radius (IUGG), metres. Haversine with it is within 0.5% of the ellipsoid.
+EARTH_RADIUS_M = 6371008.8
+
+#: Standard best-effort distances, metres.
+STANDARD_DISTANCES_M: dict[str, float] = {
+    "100m": 100.0,
+    "200m": 200.0,
+    "400m": 400.0,
+    "800m": 800.0,
+    "mile": 1609.344,
+    "5k": 5000.0,
+    "10k": 10000.0,
+    "half": 21097.5,
+    "marathon": 42195.0,
+}
+
+IntArray = npt.NDArray[np.int64]
+
+
+def haversine_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray) -> FloatArray:
+    """Great-circle distance in metres between paired points (degrees)."""
+    p1 = np.radians(lat1)
+    p2 = np.radians(lat2)
+    dphi = p2 - p1
+    dlam = np.radians(lon2 - lon1)
+    a = np.sin(dphi * 0.5) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlam * 0.5) ** 2
+    return np.asarray(2.0 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0))))
+
+
+def bearings_deg(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray) -> FloatArray:
+    """Initial bearing in degrees [0, 360) clockwise from north from point 1 to point 2."""
+    p1 = np.radians(lat1)
+    p2 = np.radians(lat2)
+    dlam = np.radians(lon2 - lon1)
+    y = np.sin(dlam) * np.cos(p2)
+    x = np.cos(p1) * np.sin(p2) - np.sin(p1) * np.cos(p2) * np.cos(dlam)
+    return np.asarray(np.degrees(np.arctan2(y, x)) % 360.0)
+
+
+def angle_diff_deg(a_deg: FloatArray, b_deg: FloatArray) -> FloatArray:
+    """Absolute smallest difference between two angles, in degrees [0, 180]."""
+    d = np.abs((a_deg - b_deg) % 360.0)
+    return np.asarray(np.minimum(d, 360.0 - d))
+
+
+def step_distances_m(lat: FloatArray, lon: FloatArray) -> FloatArray:
+    """Haversine length of each step between consecutive fixes (n - 1 values)."""
+    return haversine_m(lat[:-1], lon[:-1], lat[1:], lon[1:])
+
+
+def step_bearings_deg(lat: FloatArray, lon: FloatArray) -> FloatArray:
+    """Bearing of each step between consecutive fixes (n - 1 values)."""
+    return bearings_deg(lat[:-1], lon[:-1], lat[1:], lon[1:])
+
+
+def step_speeds_mps(t: FloatArray, lat: FloatArray, lon: FloatArray) -> FloatArray:
+    """Raw speed of each step; NaN where the time step is not positive."""
+    dt = np.diff(t)
+    d = step_distances_m(lat, lon)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(np.where(dt > 0, d / np.where(dt > 0, dt, 1.0), np.nan))
+
+
+def segment_bounds(n: int, breaks: BoolArray) -> tuple[IntArray, IntArray]:
+    """First and last fix index of each fix's segment; `breaks[k]` cuts between k and k+1."""
+    starts = np.flatnonzero(np.concatenate(([True], breaks)))
+    seg_id = np.cumsum(np.concatenate(([0], breaks.astype(np.int64))))
+    ends = np.concatenate((starts[1:] - 1, [n - 1]))
+    return starts[seg_id].astype(np.int64), ends[seg_id].astype(np.int64)
+
+
+def window_bounds(
+    t: FloatArray,
+    lo_t: FloatArray,
+    hi_t: FloatArray,
+    seg_first: IntArray,
+    seg_last: IntArray,
+) -> tuple[IntArray, IntArray]:
+    """Indices of the first fix at or after `lo_t` and the last at or before `hi_t`, in-segment."""
+    a = np.searchsorted(t, lo_t, side="left").astype(np.int64)
+    b = np.searchsorted(t, hi_t, side="right").astype(np.int64) - 1
+    return np.maximum(a, seg_first), np.minimum(b, seg_last)
+
+
+def smooth_positions(
+    t: FloatArray,
+    lat: FloatArray,
+    lon: FloatArray,
+    half_window_s: float,
+    seg_first: IntArray,
+    seg_last: IntArray,
+) -> tuple[FloatArray, FloatArray]:
+    """Centred moving mean of positions over +-`half_window_s`, never across a segment break."""
+    a, b = window_bounds(t, t - half_window_s, t + half_window_s, seg_first, seg_last)
+    count = (b - a + 1).astype(np.float64)
+    out = []
+    for col in (lat, lon):
+        rel = col - col[0]  # small offsets keep the cumulative sum precise
+        csum = np.concatenate(([0.0], np.cumsum(rel)))
+        out.append((csum[b + 1] - csum[a]) / count + col[0])
+    return out[0], out[1]
+
+
+@dataclass(frozen=True, slots=True)
+class DistanceSettings:
+    """Knobs of the cleaned-distance method (see `cleaned_steps`)."""
+
+    smooth_half_window_s: float = 2.0
+    chord_window_s: float = 6.0
+    moving_window_s: float = 12.0
+    moving_min_speed_mps: float = 0.3
+    moving_acc_factor: float = 1.0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CleanedSteps:
+    """Per-step results of the cleaned-distance method (n - 1 values each, cum_m has n)."""
+
+    lat_s: FloatArray  # smoothed positions, one per fix
+    lon_s: FloatArray
+    speed_mps: FloatArray  # chord speed over the chord window
+    moving: BoolArray
+    credit_m: FloatArray
+    cum_m: FloatArray
+
+
+def cleaned_steps(
+    t: FloatArray,
+    lat: FloatArray,
+    lon: FloatArray,
+    sigma_m: FloatArray,
+    creditable: BoolArray,
+    settings: DistanceSettings | None = None,
+) -> CleanedSteps:
+    """Distance credited per step, without noise inflation while standing still.
+
+    Method: (1) positions are smoothed with a centred +-2 s moving mean inside each segment
+    (a segment ends wherever `creditable` is false); (2) each step's speed is the chord speed
+    between the smoothed positions about 6 s apart around it (sparse steps fall back to their own
+    chord); (3) a step counts as moving only when the smoothed displacement over about 12 s beats
+    both `moving_min_speed_mps` x time and `moving_acc_factor` x sqrt(sigma_a^2 + sigma_b^2),
+    so GPS noise while standing still is not summed; (4) the credit is chord speed x dt.
+    """
+    cfg = settings or DistanceSettings()
+    n = t.shape[0]
+    if n < 2:
+        empty = np.zeros(0)
+        return CleanedSteps(lat, lon, empty, np.zeros(0, np.bool_), empty, np.zeros(n))
+    seg_first, seg_last = segment_bounds(n, ~creditable)
+    lat_s, lon_s = smooth_positions(t, lat, lon, cfg.smooth_half_window_s, seg_first, seg_last)
+    k = np.arange(n - 1, dtype=np.int64)
+    sf, sl = seg_first[:-1], seg_last[:-1]
+    t_mid = 0.5 * (t[:-1] + t[1:])
+    dt = np.diff(t)
+
+    a, b = window_bounds(t, t_mid - cfg.chord_window_s / 2, t_mid + cfg.chord_window_s / 2, sf, sl)
+    a = np.minimum(a, k)
+    b = np.maximum(b, k + 1)
+    chord = haversine_m(lat_s[a], lon_s[a], lat_s[b], lon_s[b])
+    speed = chord / (t[b] - t[a])
+
+    half = cfg.moving_window_s / 2
+    ma, mb = window_bounds(t, t_mid - half, t_mid + half, sf, sl)
+    ma = np.minimum(ma, k)
+    mb = np.maximum(mb, k + 1)
+    disp = haversine_m(lat_s[ma], lon_s[ma], lat_s[mb], lon_s[mb])
+    need = np.maximum(
+        cfg.moving_min_speed_mps * (t[mb] - t[ma]),
+        cfg.moving_acc_factor * np.sqrt(sigma_m[ma] ** 2 + sigma_m[mb] ** 2),
+    )
+    moving = (disp >= need) & creditable
+    credit = np.where(moving, speed * dt, 0.0)
+    cum = np.concatenate(([0.0], np.cumsum(credit)))
+    return CleanedSteps(lat_s, lon_s, speed, moving, credit, cum)
+
+
+def elapsed_s(t: FloatArray) -> float:
+    """Gun time: last minus first timestamp (0 for fewer than two fixes)."""
+    return float(t[-1] - t[0]) if t.shape[0] >= 2 else 0.0
+
+
+def moving_s(t: FloatArray, moving: BoolArray) -> float:
+    """Total duration of the moving steps."""
+    return float(np.sum(np.diff(t)[moving])) if t.shape[0] >= 2 else 0.0
+
+
+def time_at_distance_s(cum_m: FloatArray, t: FloatArray, targets_m: FloatArray) -> FloatArray:
+    """Interpolated time at which cumulative distance first reaches each target (NaN if never)."""
+    n = cum_m.shape[0]
+    j = np.searchsorted(cum_m, targets_m, side="left")
+    ok = (j < n) & (j > 0)
+    jj = np.clip(j, 1, max(n - 1, 1))
+    c0, c1 = cum_m[jj - 1], cum_m[jj]
+    span = np.where(c1 > c0, c1 - c0, 1.0)
+    frac = np.clip((targets_m - c0) / span, 0.0, 1.0)
+    out = t[jj - 1] + frac * (t[jj] - t[jj - 1])
+    out = np.where(ok, out, np.nan)
+    return np.asarray(np.where((j == 0) & (n > 0), t[0] if n else np.nan, out))
+
+
+def splits_per_km(cum_m: FloatArray, t: FloatArray, split_m: float = 1000.0) -> FloatArray:
+    """Duration in seconds of each completed split (default 1 km)."""
+    if cum_m.shape[0] < 2:
+        return np.zeros(0)
+    count = int(cum_m[-1] // split_m)
+    marks = np.arange(0, count + 1, dtype=np.float64) * split_m
+    times = time_at_distance_s(cum_m, t, marks)
+    times[0] = t[0]
+    return np.diff(times)
+
+
+@dataclass(frozen=True, slots=True)
+class BestEffort:
+    """Fastest window covering `distance_m`: from fix `start` for `duration_s`."""
+
+    distance_m: float
+    duration_s: float
+    start: int
+    end: int
+
+    @property
+    def speed_mps(self) -> float:
+        return self.distance_m / self.duration_s if self.duration_s > 0 else float("inf")
+
+
+def effort_windows(
+    cum_m: FloatArray, t: FloatArray, distance_m: float
+) -> tuple[IntArray, IntArray, FloatArray]:
+    """Every window starting at a fix and covering `distance_m`: (start, end fix, duration_s)."""
+    n = cum_m.shape[0]
+    if n < 2 or cum_m[-1] < distance_m:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, np.zeros(0)
+    last_start = int(np.searchsorted(cum_m, cum_m[-1] - distance_m, side="right"))
+    i = np.arange(last_start, dtype=np.int64)
+    target = cum_m[:last_start] + distance_m
+    j = np.searchsorted(cum_m, target, side="left").astype(np.int64)
+    j = np.clip(j, 1, n - 1)
+    c0, c1 = cum_m[j - 1], cum_m[j]
+    frac = np.clip((target - c0) / np.where(c1 > c0, c1 - c0, 1.0), 0.0, 1.0)
+    t_end = t[j - 1] + frac * (t[j] - t[j - 1])
+    return i, j, t_end - t[i]
+
+
+def best_efforts(
+    cum_m: FloatArray, t: FloatArray, distances_m: Iterable[float] | None = None
+) -> dict[float, BestEffort]:
+    """Fastest time over each standard distance covered (two-pointer via searchsorted)."""
+    targets = STANDARD_DISTANCES_M.values() if distances_m is None else distances_m
+    out: dict[float, BestEffort] = {}
+    for d in targets:
+        i, j, dur = effort_windows(cum_m, t, d)
+        if dur.shape[0] == 0:
+            continue
+        best = int(np.argmin(dur))
+        out[d] = BestEffort(d, float(dur[best]), int(i[best]), int(j[best]))
+    return out
+
+
+def cleaned_distance_m(
+    track: Track, default_sigma_m: float = 10.0, settings: DistanceSettings | None = None
+) -> float:
+    """Cleaned distance of a sorted, valid track (missing accuracy counts as `default_sigma_m`)."""
+    if len(track) < 2:
+        return 0.0
+    sigma = np.where(np.isfinite(track.acc_m) & (track.acc_m > 0), track.acc_m, default_sigma_m)
+    creditable = np.diff(track.t) > 0
+    steps = cleaned_steps(track.t, track.lat, track.lon, sigma, creditable, settings)
+    return float(steps.cum_m[-1])

@@ -1,0 +1,80 @@
+"""The FastAPI application factory and the lifespan that owns long-lived resources."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TypedDict
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.api import auth, health
+from server.config import Settings
+from server.errors import add_exception_handlers
+from server.observability import RequestContextMiddleware, configure_logging
+from server.projections import build_projections
+from server.store.db import create_engine
+from server.store.event_store import EventStore
+from server.store.migrate import ensure_current, upgrade
+from server.store.projections import ProjectionRunner
+
+
+class State(TypedDict):
+    """What the lifespan hands to every request (read back through `server.deps`)."""
+
+    settings: Settings
+    engine: AsyncEngine
+    store: EventStore
+    redis: Redis | None
+    projections: ProjectionRunner
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Settings are resolved now, so a bad configuration fails before serving."""
+    settings = (settings or Settings()).resolved()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[State]:
+        configure_logging(settings.log_json, settings.debug)
+        if settings.sqlite_path is not None:
+            settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        if settings.should_auto_migrate:
+            await asyncio.to_thread(upgrade, settings.database_url)
+        engine = create_engine(settings.database_url, echo=False)
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        stop = asyncio.Event()
+        try:
+            await ensure_current(engine)
+            store = EventStore(engine)
+            runner = ProjectionRunner(store, build_projections(settings))
+            task = asyncio.create_task(runner.run_forever(stop), name="projections")
+            try:
+                yield State(
+                    settings=settings, engine=engine, store=store, redis=redis, projections=runner
+                )
+            finally:
+                stop.set()
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            if redis is not None:
+                await redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="RetroRun",
+        version="0.1.0",
+        summary="Gamified multiplayer challenges for backward running, with GPS pace checks.",
+        lifespan=lifespan,
+        debug=settings.debug,
+    )
+    app.state.settings = settings
+    add_exception_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(auth.router, prefix="/api/v1")
+    return app

@@ -1,0 +1,95 @@
+"""Settings: the only place that reads environment variables (prefix `RETRORUN_`)."""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+DEFAULT_SECRET = "change-me"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure. Defaults give the embedded setup (SQLite, no Redis)."""
+
+    model_config = SettingsConfigDict(env_prefix="RETRORUN_", extra="ignore")
+
+    database_url: str = "sqlite:///retrorun.db"
+    redis_url: str | None = None
+    secret_key: str = DEFAULT_SECRET
+    debug: bool = False
+    allowed_origins: list[str] = Field(default_factory=list)
+    token_lifetime_s: int = Field(default=7 * 24 * 3600, gt=0)
+    #: Failed logins per handle before the account is throttled for `login_lockout_s`.
+    login_max_failures: int = Field(default=5, gt=0)
+    login_lockout_s: int = Field(default=60, ge=0)
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    #: Apply Alembic migrations at start-up (the embedded default does; production runs
+    #: `retrorun migrate` and the server refuses an outdated schema).
+    auto_migrate: bool | None = None
+    log_json: bool = True
+
+    @field_validator("redis_url")
+    @classmethod
+    def _blank_is_none(cls, v: str | None) -> str | None:
+        return v or None
+
+    @cached_property
+    def async_database_url(self) -> str:
+        """The database URL with the async driver this server uses (aiosqlite or asyncpg)."""
+        return to_async_url(self.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        url = make_url(self.database_url)
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return None
+        return Path(url.database)
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    def resolved(self) -> Settings:
+        """Fill in the secret for the embedded default, or refuse to run with the default one.
+
+        On SQLite with no secret configured, a random key is generated once and kept beside the
+        database file, so the first command just works and tokens survive restarts.
+        """
+        if self.secret_key != DEFAULT_SECRET:
+            return self
+        path = self.sqlite_path
+        if path is not None:
+            key_file = path.with_name(path.name + ".secret")
+            if not key_file.exists():
+                key_file.parent.mkdir(parents=True, exist_ok=True)
+                key_file.write_text(secrets.token_urlsafe(48))
+                key_file.chmod(0o600)
+            return self.model_copy(update={"secret_key": key_file.read_text().strip()})
+        if self.debug:
+            return self
+        raise RuntimeError(
+            "RETRORUN_SECRET_KEY is not set: refusing to start with the default secret "
+            "outside debug mode (set RETRORUN_SECRET_KEY or RETRORUN_DEBUG=true)"
+        )
+
+
+def to_async_url(url: str) -> str:
+    """Map a URL a user would type to its async driver (aiosqlite or asyncpg)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise ValueError(
+        f"unsupported database URL scheme {parsed.drivername!r}: use sqlite or postgresql"
+    )

@@ -1,0 +1,14 @@
+"""Prometheus metrics. One registry per process; the `/metrics` route renders it."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "retrorun_http_requests_total", "HTTP requests", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "retrorun_http_request_duration_seconds", "HTTP request latency", ["method", "route"]
+)
+WS_CONNECTIONS = Gauge("retrorun_ws_connections", "Open WebSocket connections")
+EVENTS_APPENDED = Counter("retrorun_events_appended_total", "Events appended to the event store")

@@ -1,0 +1,92 @@
+"""Tables: the event log, its bookkeeping, and the account table. Tables hold data, never rules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, String, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+#: 64-bit on PostgreSQL; on SQLite an INTEGER PRIMARY KEY is the 64-bit rowid itself.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+JsonDoc = JSON().with_variant(JSONB(), "postgresql")
+
+
+def _utc() -> Column[datetime]:
+    return Column(DateTime(timezone=True), nullable=False)
+
+
+class StoredEvent(SQLModel, table=True):
+    """One immutable event. `position` orders the whole log; `(stream_id, version)` a stream."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("stream_id", "version", name="uq_events_stream_version"),
+        Index("ix_events_type_position", "type", "position"),
+    )
+
+    position: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    stream_id: str = Field(sa_column=Column(String(200), nullable=False))
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    type: str = Field(sa_column=Column(String(100), nullable=False))
+    schema_version: int = Field(default=1, sa_column=Column(Integer, nullable=False))
+    data: dict[str, Any] = Field(sa_column=Column(JsonDoc, nullable=False))
+    meta: dict[str, Any] = Field(sa_column=Column(JsonDoc, nullable=False))
+    recorded_at: datetime = Field(sa_column=_utc())
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """The first answer to a command sent with an idempotency key, so a retry returns it."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: str = Field(sa_column=Column(String(200), primary_key=True))
+    stream_id: str = Field(sa_column=Column(String(200), nullable=False))
+    first_version: int = Field(sa_column=Column(Integer, nullable=False))
+    last_version: int = Field(sa_column=Column(Integer, nullable=False))
+    last_position: int = Field(sa_column=Column(BigInteger, nullable=False))
+    recorded_at: datetime = Field(sa_column=_utc())
+
+
+class ProjectionCheckpoint(SQLModel, table=True):
+    """How far a projection has read the log."""
+
+    __tablename__ = "projection_checkpoints"
+
+    name: str = Field(sa_column=Column(String(100), primary_key=True))
+    position: int = Field(sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime = Field(sa_column=_utc())
+
+
+class Runner(SQLModel, table=True):
+    """An account. Personal data (the handle) lives here, not in event payloads."""
+
+    __tablename__ = "runners"
+
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    handle: str = Field(sa_column=Column(String(32), nullable=False))
+    handle_key: str = Field(sa_column=Column(String(32), nullable=False, unique=True))
+    password_hash: str = Field(sa_column=Column(String(200), nullable=False))
+    role: str = Field(default="runner", sa_column=Column(String(20), nullable=False))
+    created_at: datetime = Field(sa_column=_utc())
+    #: Bumped on logout-everywhere and bans: tokens carrying an older value are refused.
+    token_generation: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    failed_logins: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    locked_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    banned: bool = Field(default=False)
+
+
+class RevokedToken(SQLModel, table=True):
+    """A token id that was logged out before it expired."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: str = Field(sa_column=Column(String(64), primary_key=True))
+    expires_at: datetime = Field(sa_column=_utc())
+
+
+metadata = SQLModel.metadata
