@@ -172,7 +172,9 @@ STANDARD_DISTANCES_M: dict[str, float] = {
 IntArray = npt.NDArray[np.int64]
 
 
-def haversine_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray) -> FloatArray:
+def haversine_m(
+    lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray
+) -> FloatArray:
     """Great-circle distance in metres between paired points (degrees)."""
     p1 = np.radians(lat1)
     p2 = np.radians(lat2)
@@ -182,7 +184,9 @@ def haversine_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: Floa
     return np.asarray(2.0 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0))))
 
 
-def bearings_deg(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray) -> FloatArray:
+def bearings_deg(
+    lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray
+) -> FloatArray:
     """Initial bearing in degrees [0, 360) clockwise from north from point 1 to point 2."""
     p1 = np.radians(lat1)
     p2 = np.radians(lat2)
@@ -219,9 +223,9 @@ def step_speeds_mps(t: FloatArray, lat: FloatArray, lon: FloatArray) -> FloatArr
 def segment_bounds(n: int, breaks: BoolArray) -> tuple[IntArray, IntArray]:
     """First and last fix index of each fix's segment; `breaks[k]` cuts between k and k+1."""
     starts = np.flatnonzero(np.concatenate(([True], breaks)))
-    seg_id = np.cumsum(np.concatenate(([0], breaks.astype(np.int64))))
+    seg_id = np.cumsum(np.concatenate(([0], breaks.astype(np.int64, copy=False))))
     ends = np.concatenate((starts[1:] - 1, [n - 1]))
-    return starts[seg_id].astype(np.int64), ends[seg_id].astype(np.int64)
+    return starts[seg_id].astype(np.int64, copy=False), ends[seg_id].astype(np.int64, copy=False)
 
 
 def window_bounds(
@@ -232,28 +236,69 @@ def window_bounds(
     seg_last: IntArray,
 ) -> tuple[IntArray, IntArray]:
     """Indices of the first fix at or after `lo_t` and the last at or before `hi_t`, in-segment."""
-    a = np.searchsorted(t, lo_t, side="left").astype(np.int64)
-    b = np.searchsorted(t, hi_t, side="right").astype(np.int64) - 1
+    a = np.searchsorted(t, lo_t, side="left").astype(np.int64, copy=False)
+    b = np.searchsorted(t, hi_t, side="right").astype(np.int64, copy=False) - 1
     return np.maximum(a, seg_first), np.minimum(b, seg_last)
+
+
+Xyz = tuple[FloatArray, FloatArray, FloatArray]
+
+
+def unit_vectors(lat: FloatArray, lon: FloatArray) -> Xyz:
+    """Positions as unit vectors on the sphere (x, y, z), for fast pairwise distances."""
+    p = np.radians(lat)
+    lam = np.radians(lon)
+    cp = np.cos(p)
+    return cp * np.cos(lam), cp * np.sin(lam), np.sin(p)
+
+
+def xyz_distance_m(u: Xyz, i: IntArray, j: IntArray) -> FloatArray:
+    """Great-circle distance between fixes i and j from unit vectors (equal to haversine)."""
+    dx = u[0][j] - u[0][i]
+    dy = u[1][j] - u[1][i]
+    dz = u[2][j] - u[2][i]
+    half_chord = 0.5 * np.sqrt(dx * dx + dy * dy + dz * dz)
+    return np.asarray(2.0 * EARTH_RADIUS_M * np.arcsin(np.minimum(half_chord, 1.0)))
+
+
+def xyz_steps_m(u: Xyz) -> FloatArray:
+    """Great-circle length of each step between consecutive position vectors."""
+    dx, dy, dz = np.diff(u[0]), np.diff(u[1]), np.diff(u[2])
+    half_chord = 0.5 * np.sqrt(dx * dx + dy * dy + dz * dz)
+    return np.asarray(2.0 * EARTH_RADIUS_M * np.arcsin(np.minimum(half_chord, 1.0)))
+
+
+def xyz_step_bearings_deg(u: Xyz) -> FloatArray:
+    """Bearing of each step between consecutive position vectors, degrees [0, 360)."""
+    x, y, z = u[0][:-1], u[1][:-1], u[2][:-1]
+    dx, dy, dz = np.diff(u[0]), np.diff(u[1]), np.diff(u[2])
+    east = x * dy - y * dx  # both components scaled by cos(lat) >= 0, so the angle is exact
+    north = (x * x + y * y) * dz - z * (x * dx + y * dy)
+    return np.asarray(np.degrees(np.arctan2(east, north)) % 360.0)
+
+
+def xyz_to_latlon(u: Xyz) -> tuple[FloatArray, FloatArray]:
+    """Latitude and longitude (degrees) of (possibly non-unit) position vectors."""
+    x, y, z = u
+    return np.degrees(np.arctan2(z, np.hypot(x, y))), np.degrees(np.arctan2(y, x))
 
 
 def smooth_positions(
     t: FloatArray,
-    lat: FloatArray,
-    lon: FloatArray,
+    u: Xyz,
     half_window_s: float,
     seg_first: IntArray,
     seg_last: IntArray,
-) -> tuple[FloatArray, FloatArray]:
-    """Centred moving mean of positions over +-`half_window_s`, never across a segment break."""
+) -> Xyz:
+    """Centred moving mean of position vectors over +-`half_window_s`, never across a break."""
     a, b = window_bounds(t, t - half_window_s, t + half_window_s, seg_first, seg_last)
     count = (b - a + 1).astype(np.float64)
     out = []
-    for col in (lat, lon):
+    for col in u:
         rel = col - col[0]  # small offsets keep the cumulative sum precise
         csum = np.concatenate(([0.0], np.cumsum(rel)))
         out.append((csum[b + 1] - csum[a]) / count + col[0])
-    return out[0], out[1]
+    return out[0], out[1], out[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,8 +316,8 @@ class DistanceSettings:
 class CleanedSteps:
     """Per-step results of the cleaned-distance method (n - 1 values each, cum_m has n)."""
 
-    lat_s: FloatArray  # smoothed positions, one per fix
-    lon_s: FloatArray
+    xyz: Xyz  # raw positions as unit vectors, one per fix
+    xyz_s: Xyz  # smoothed positions
     speed_mps: FloatArray  # chord speed over the chord window
     moving: BoolArray
     credit_m: FloatArray
@@ -286,6 +331,7 @@ def cleaned_steps(
     sigma_m: FloatArray,
     creditable: BoolArray,
     settings: DistanceSettings | None = None,
+    xyz: Xyz | None = None,
 ) -> CleanedSteps:
     """Distance credited per step, without noise inflation while standing still.
 
@@ -300,9 +346,11 @@ def cleaned_steps(
     n = t.shape[0]
     if n < 2:
         empty = np.zeros(0)
-        return CleanedSteps(lat, lon, empty, np.zeros(0, np.bool_), empty, np.zeros(n))
+        u0 = unit_vectors(lat, lon)
+        return CleanedSteps(u0, u0, empty, np.zeros(0, np.bool_), empty, np.zeros(n))
     seg_first, seg_last = segment_bounds(n, ~creditable)
-    lat_s, lon_s = smooth_positions(t, lat, lon, cfg.smooth_half_window_s, seg_first, seg_last)
+    u = unit_vectors(lat, lon) if xyz is None else xyz
+    u_s = smooth_positions(t, u, cfg.smooth_half_window_s, seg_first, seg_last)
     k = np.arange(n - 1, dtype=np.int64)
     sf, sl = seg_first[:-1], seg_last[:-1]
     t_mid = 0.5 * (t[:-1] + t[1:])
@@ -311,14 +359,14 @@ def cleaned_steps(
     a, b = window_bounds(t, t_mid - cfg.chord_window_s / 2, t_mid + cfg.chord_window_s / 2, sf, sl)
     a = np.minimum(a, k)
     b = np.maximum(b, k + 1)
-    chord = haversine_m(lat_s[a], lon_s[a], lat_s[b], lon_s[b])
+    chord = xyz_distance_m(u_s, a, b)
     speed = chord / (t[b] - t[a])
 
     half = cfg.moving_window_s / 2
     ma, mb = window_bounds(t, t_mid - half, t_mid + half, sf, sl)
     ma = np.minimum(ma, k)
     mb = np.maximum(mb, k + 1)
-    disp = haversine_m(lat_s[ma], lon_s[ma], lat_s[mb], lon_s[mb])
+    disp = xyz_distance_m(u_s, ma, mb)
     need = np.maximum(
         cfg.moving_min_speed_mps * (t[mb] - t[ma]),
         cfg.moving_acc_factor * np.sqrt(sigma_m[ma] ** 2 + sigma_m[mb] ** 2),
@@ -326,7 +374,7 @@ def cleaned_steps(
     moving = (disp >= need) & creditable
     credit = np.where(moving, speed * dt, 0.0)
     cum = np.concatenate(([0.0], np.cumsum(credit)))
-    return CleanedSteps(lat_s, lon_s, speed, moving, credit, cum)
+    return CleanedSteps(u, u_s, speed, moving, credit, cum)
 
 
 def elapsed_s(t: FloatArray) -> float:
@@ -379,17 +427,26 @@ class BestEffort:
 
 
 def effort_windows(
-    cum_m: FloatArray, t: FloatArray, distance_m: float
+    cum_m: FloatArray, t: FloatArray, distance_m: float, resolution: float = 0.0
 ) -> tuple[IntArray, IntArray, FloatArray]:
-    """Every window starting at a fix and covering `distance_m`: (start, end fix, duration_s)."""
+    """Windows starting at fixes and covering `distance_m`: (start, end fix, duration_s).
+
+    With `resolution` > 0, starts are thinned to one per `resolution x distance_m` of track
+    (the first fix of each slot), which bounds the work on very long tracks.
+    """
     n = cum_m.shape[0]
     if n < 2 or cum_m[-1] < distance_m:
         z = np.zeros(0, dtype=np.int64)
         return z, z, np.zeros(0)
     last_start = int(np.searchsorted(cum_m, cum_m[-1] - distance_m, side="right"))
-    i = np.arange(last_start, dtype=np.int64)
-    target = cum_m[:last_start] + distance_m
-    j = np.searchsorted(cum_m, target, side="left").astype(np.int64)
+    if resolution > 0:
+        slot = np.floor(cum_m[:last_start] / (resolution * distance_m))
+        # last fix of each slot: a window starting there skips any standing still before it
+        i = np.flatnonzero(np.concatenate((slot[1:] != slot[:-1], [True]))).astype(np.int64)
+    else:
+        i = np.arange(last_start, dtype=np.int64)
+    target = cum_m[i] + distance_m
+    j = np.searchsorted(cum_m, target, side="left").astype(np.int64, copy=False)
     j = np.clip(j, 1, n - 1)
     c0, c1 = cum_m[j - 1], cum_m[j]
     frac = np.clip((target - c0) / np.where(c1 > c0, c1 - c0, 1.0), 0.0, 1.0)

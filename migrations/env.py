@@ -7,6 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import server.boards.sql
+import server.store.read_models  # noqa: F401  (registers the read-model tables)
 from server.config import Settings
 from server.store.db import create_engine
 from server.store.tables import metadata

@@ -123,7 +123,8 @@ async def runner_for_token(
 
 async def revoke(session: AsyncSession, claims: TokenClaims, now: datetime) -> None:
     """Log a token out before it expires (and forget long-expired revocations)."""
-    await session.exec(delete(RevokedToken).where(RevokedToken.expires_at < now))  # type: ignore[call-overload]
+    stale = delete(RevokedToken).where(RevokedToken.__table__.c.expires_at < now)  # type: ignore[attr-defined]
+    await session.exec(stale)
     if await session.get(RevokedToken, claims.jti) is None:
         session.add(RevokedToken(jti=claims.jti, expires_at=claims.expires_at))
 

@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import TypedDict
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.api import auth, health
+from server.api import auth, challenges, health, runs, streams
+from server.api import boards as boards_api
+from server.boards import Leaderboards, leaderboards_from_settings
 from server.config import Settings
 from server.errors import add_exception_handlers
 from server.observability import RequestContextMiddleware, configure_logging
 from server.projections import build_projections
+from server.scheduler import run_scheduler, tick
 from server.store.db import create_engine
 from server.store.event_store import EventStore
 from server.store.migrate import ensure_current, upgrade
@@ -29,6 +34,7 @@ class State(TypedDict):
     engine: AsyncEngine
     store: EventStore
     redis: Redis | None
+    boards: Leaderboards
     projections: ProjectionRunner
 
 
@@ -49,17 +55,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             await ensure_current(engine)
             store = EventStore(engine)
-            runner = ProjectionRunner(store, build_projections(settings))
-            task = asyncio.create_task(runner.run_forever(stop), name="projections")
+            boards = leaderboards_from_settings(settings, engine, redis)
+            runner = ProjectionRunner(store, build_projections(boards))
+            await tick(store, boards, runner, ZoneInfo(settings.weekly_tz), datetime.now(UTC))
+            tasks = [
+                asyncio.create_task(runner.run_forever(stop), name="projections"),
+                asyncio.create_task(
+                    run_scheduler(store, boards, runner, settings, stop), name="scheduler"
+                ),
+            ]
             try:
                 yield State(
-                    settings=settings, engine=engine, store=store, redis=redis, projections=runner
+                    settings=settings,
+                    engine=engine,
+                    store=store,
+                    redis=redis,
+                    boards=boards,
+                    projections=runner,
                 )
             finally:
                 stop.set()
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         finally:
             if redis is not None:
                 await redis.aclose()
@@ -76,5 +96,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_exception_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(health.router)
-    app.include_router(auth.router, prefix="/api/v1")
+    for module in (auth, challenges, runs, boards_api, streams):
+        app.include_router(module.router, prefix="/api/v1")
     return app

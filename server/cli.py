@@ -75,7 +75,7 @@ async def _seed_demo(settings: Settings) -> None:
 
 
 async def _create_users(
-    settings: Settings, specs: list[tuple[str, str, object]], *, skip_existing: bool
+    settings: Settings, specs: list[tuple[str, str, str]], *, skip_existing: bool
 ) -> None:
     from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -115,6 +115,9 @@ def rebuild() -> None:
     settings = Settings()
 
     async def run() -> int:
+        from redis.asyncio import Redis
+
+        from server.boards import leaderboards_from_settings
         from server.projections import build_projections
         from server.store.db import create_engine
         from server.store.event_store import EventStore
@@ -122,11 +125,15 @@ def rebuild() -> None:
         from server.store.projections import ProjectionRunner
 
         engine = create_engine(settings.database_url)
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         try:
             await ensure_current(engine)
             store = EventStore(engine)
-            return await ProjectionRunner(store, build_projections(settings)).rebuild()
+            boards = leaderboards_from_settings(settings, engine, redis)
+            return await ProjectionRunner(store, build_projections(boards)).rebuild()
         finally:
+            if redis is not None:
+                await redis.aclose()
             await engine.dispose()
 
     count = asyncio.run(run())

@@ -27,11 +27,16 @@ class Settings(BaseSettings):
     #: Failed logins per handle before the account is throttled for `login_lockout_s`.
     login_max_failures: int = Field(default=5, gt=0)
     login_lockout_s: int = Field(default=60, ge=0)
-    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    #: Most fixes one uploaded run may carry (13.9 hours at 1 Hz).
+    max_fixes: int = Field(default=50_000, gt=1)
     #: Apply Alembic migrations at start-up (the embedded default does; production runs
     #: `retrorun migrate` and the server refuses an outdated schema).
     auto_migrate: bool | None = None
     log_json: bool = True
+    #: Time zone of the weekly challenge rotation (ISO weeks start Monday 00:00 there).
+    weekly_tz: str = "UTC"
+    scheduler_interval_s: float = Field(default=60.0, gt=0)
 
     @field_validator("redis_url")
     @classmethod

@@ -13,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server import accounts
+from server.boards.base import Leaderboards
 from server.config import Settings
 from server.errors import ApiError
 from server.security import InvalidToken, decode_token
 from server.store.event_store import EventStore
+from server.store.projections import ProjectionRunner
 from server.store.tables import Runner
 
 
@@ -40,10 +42,33 @@ def get_redis(request: Request) -> Redis | None:
     return redis
 
 
+def get_boards(request: Request) -> Leaderboards:
+    boards: Leaderboards = request.state.boards
+    return boards
+
+
+def get_projections(request: Request) -> ProjectionRunner:
+    runner: ProjectionRunner = request.state.projections
+    return runner
+
+
 async def get_session(
     engine: Annotated[AsyncEngine, Depends(get_engine)],
 ) -> AsyncIterator[AsyncSession]:
     async with AsyncSession(engine, expire_on_commit=False) as session:
+        yield session
+
+
+async def get_write_session(
+    engine: Annotated[AsyncEngine, Depends(get_engine)],
+) -> AsyncIterator[AsyncSession]:
+    """A session for read-then-write work that commits before the request ends.
+
+    On SQLite it begins IMMEDIATE, so it waits for the write lock instead of failing when another
+    writer committed after its first read. Never hold one open across other writes.
+    """
+    immediate = engine.execution_options(immediate=True)
+    async with AsyncSession(immediate, expire_on_commit=False) as session:
         yield session
 
 
@@ -52,6 +77,10 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 EventStoreDep = Annotated[EventStore, Depends(get_store)]
 RedisDep = Annotated[Redis | None, Depends(get_redis)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+WriteSessionDep = Annotated[AsyncSession, Depends(get_write_session)]
+BoardsDep = Annotated[Leaderboards, Depends(get_boards)]
+#: Write endpoints call `run_once()` after appending, so a client reads its own writes.
+ProjectionsDep = Annotated[ProjectionRunner, Depends(get_projections)]
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 TokenDep = Annotated[str | None, Depends(oauth2_scheme)]

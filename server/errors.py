@@ -109,14 +109,14 @@ def add_exception_handlers(app: FastAPI) -> None:
         errors = _json_safe(list(exc.errors()))
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
-        return problem(
-            422, "invalid", f"{where}: {first['msg']}" if where else first["msg"], errors=errors
-        )
+        msg = str(first["msg"])
+        return problem(422, "invalid", f"{where}: {msg}" if where else msg, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = getattr(exc, "code", None) or _HTTP_CODES.get(exc.status_code, "error")
-        return problem(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return problem(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from server.config import Settings
+from server.boards.base import Leaderboards
+from server.store.progress import CoreProjection
 from server.store.projections import Projection
 
 
-def build_projections(settings: Settings) -> list[Projection]:
-    """Every projection, configured for these settings."""
-    return []
+def build_projections(boards: Leaderboards) -> list[Projection]:
+    """Every projection, writing its boards to `boards`."""
+    return [CoreProjection(boards)]

@@ -10,9 +10,10 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, ConfigDict, Field
 
 from server import accounts
-from server.deps import CurrentRunner, SessionDep, SettingsDep, TokenDep
+from server.deps import CurrentRunner, SettingsDep, TokenDep, WriteSessionDep
 from server.errors import ApiError
 from server.security import InvalidToken, decode_token
+from server.store.tables import Runner
 
 router = APIRouter(tags=["accounts"])
 
@@ -37,14 +38,14 @@ class Token(BaseModel):
     expires_in: int
 
 
-def _public(runner: accounts.Runner) -> RunnerPublic:
+def _public(runner: Runner) -> RunnerPublic:
     return RunnerPublic(
         id=runner.id, handle=runner.handle, role=runner.role, created_at=runner.created_at
     )
 
 
 @router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=RunnerPublic)
-async def register(body: RunnerCreate, session: SessionDep) -> RunnerPublic:
+async def register(body: RunnerCreate, session: WriteSessionDep) -> RunnerPublic:
     """Create a runner account. Handles are unique regardless of case."""
     runner = await accounts.register(session, body.handle, body.password, datetime.now(UTC))
     await session.commit()
@@ -54,7 +55,7 @@ async def register(body: RunnerCreate, session: SessionDep) -> RunnerPublic:
 @router.post("/auth/token", response_model=Token)
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
-    session: SessionDep,
+    session: WriteSessionDep,
     settings: SettingsDep,
 ) -> Token:
     """Sign in with handle (`username`) and password; returns a bearer token."""
@@ -69,7 +70,7 @@ async def token(
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(
-    runner: CurrentRunner, token: TokenDep, session: SessionDep, settings: SettingsDep
+    runner: CurrentRunner, token: TokenDep, session: WriteSessionDep, settings: SettingsDep
 ) -> None:
     """Revoke the token this request carries."""
     try:

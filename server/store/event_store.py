@@ -263,6 +263,10 @@ class EventStore:
             stmt = select(func.coalesce(func.max(EVENTS.c.position), 0))
             return int((await conn.execute(stmt)).scalar_one())
 
+    def notify_appended(self) -> None:
+        """Wake local subscribers after a caller-owned transaction with `append_in` committed."""
+        self._notifier.notify()
+
     async def wait_for_append(self, timeout_s: float) -> None:
         """Return after the next local append, or after `timeout_s` (other processes poll)."""
         await self._notifier.wait(timeout_s)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -76,6 +76,11 @@ class ProjectionRunner:
             async with self.store.engine.connect() as raw:
                 conn = await writer(raw)
                 async with conn.begin():
+                    if conn.dialect.name == "postgresql":  # one catch-up per projection at a time
+                        await conn.execute(
+                            text("SELECT pg_advisory_xact_lock(hashtext(:n))"),
+                            {"n": "projection:" + projection.name},
+                        )
                     after = await checkpoint(conn, projection.name)
                     batch = await self.store.read_all_in(conn, after, self.batch_size)
                     if not batch:

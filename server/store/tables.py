@@ -78,6 +78,10 @@ class Runner(SQLModel, table=True):
     failed_logins: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     locked_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     banned: bool = Field(default=False)
+    #: IANA time zone for day and week streaks.
+    tz: str = Field(
+        default="UTC", sa_column=Column(String(64), nullable=False, server_default="UTC")
+    )
 
 
 class RevokedToken(SQLModel, table=True):
@@ -90,3 +94,29 @@ class RevokedToken(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+class StoredBoardEntry(SQLModel, table=True):
+    """One runner's score on one leaderboard (the SQL backend of `server.boards`).
+
+    `order_key` is the score mapped so that smaller is better (negated on higher-is-better
+    boards), so one ascending index serves both directions: top-N walks it, and a rank counts the
+    index entries ahead of the runner's. `runner_id` uses the "C" collation on PostgreSQL so ties
+    break in byte order, like SQLite, Redis and `game.ranking`.
+    """
+
+    __tablename__ = "board_entries"
+    __table_args__ = (
+        Index("ix_board_entries_order", "board", "order_key", "reached_at", "runner_id"),
+    )
+
+    board: str = Field(sa_column=Column(String(200), primary_key=True))
+    runner_id: str = Field(
+        sa_column=Column(
+            String(64).with_variant(String(64, collation="C"), "postgresql"), primary_key=True
+        )
+    )
+    #: SQLModel maps float to FLOAT: double precision on PostgreSQL, 8-byte REAL on SQLite.
+    score: float
+    order_key: float
+    reached_at: int = Field(sa_column=Column(BigInteger, nullable=False))

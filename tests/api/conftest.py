@@ -20,7 +20,7 @@ def settings(tmp_path: Path) -> Settings:
         log_json=False,
         login_max_failures=3,
         login_lockout_s=60,
-        max_body_bytes=64 * 1024,
+        max_body_bytes=2 * 1024 * 1024,
     )
 
 

@@ -32,7 +32,9 @@ async def test_appends_get_consecutive_versions_and_load_returns_them(store: Eve
     assert await store.version("nobody") == 0
 
 
-async def test_append_at_a_stale_version_is_a_conflict_and_writes_nothing(store: EventStore) -> None:
+async def test_append_at_a_stale_version_is_a_conflict_and_writes_nothing(
+    store: EventStore,
+) -> None:
     await store.append("s", 0, [ev(1)])
     with pytest.raises(ConcurrencyError) as info:
         await store.append("s", 0, [ev(2), ev(3)])
@@ -87,7 +89,9 @@ async def test_concurrent_writers_that_retry_leave_no_gaps_or_duplicates(store: 
     assert positions == sorted(set(positions))
 
 
-async def test_a_retried_command_with_the_same_key_returns_the_first_result(store: EventStore) -> None:
+async def test_a_retried_command_with_the_same_key_returns_the_first_result(
+    store: EventStore,
+) -> None:
     first = await store.append("run-9", 0, [ev(1), ev(2)], idempotency_key="k-1")
     again = await store.append("run-9", 0, [ev(1), ev(2)], idempotency_key="k-1")
     assert not first.duplicate and again.duplicate

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,7 +33,9 @@ class SeenProjection:
 
     async def apply(self, conn: AsyncConnection, events: Sequence[RecordedEvent]) -> None:
         self.calls += 1
-        rows = [{"position": e.position, "stream_id": e.stream_id, "n": e.data["n"]} for e in events]
+        rows = [
+            {"position": e.position, "stream_id": e.stream_id, "n": e.data["n"]} for e in events
+        ]
         await conn.execute(insert(SEEN), rows)
         if self.fail_after is not None and self.calls > self.fail_after:
             raise RuntimeError("projection crashed mid-batch")
@@ -61,10 +64,8 @@ async def test_a_restarted_subscriber_misses_nothing_and_sees_nothing_twice(
 
     crashing = SeenProjection(fail_after=1)
     runner = ProjectionRunner(store, [crashing], batch_size=3)
-    try:
+    with pytest.raises(RuntimeError):
         await runner.run_once()
-    except RuntimeError:
-        pass
     assert await _seen(store) == [0, 1, 2]  # the second batch rolled back with its checkpoint
 
     for i in range(7, 10):

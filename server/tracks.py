@@ -1,0 +1,68 @@
+"""Compact track storage: delta-encoded integers, compressed. About 6-8 bytes a fix.
+
+Time is kept in milliseconds and positions in 1e-7 degrees (about 1 cm), each as int64 deltas;
+optional fields as float32 (NaN for missing). The blob is versioned by its first byte.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from game.track import OPTIONAL_FIELDS, Track
+
+_VERSION = 1
+_POS_SCALE = 1e7
+_T_SCALE = 1e3
+
+
+def encode_track(track: Track) -> bytes:
+    """Pack a track into a compact blob."""
+    n = len(track)
+    t_ms = np.round(track.t * _T_SCALE).astype(np.int64)
+    lat = np.round(track.lat * _POS_SCALE).astype(np.int64)
+    lon = np.round(track.lon * _POS_SCALE).astype(np.int64)
+    parts = [
+        np.diff(col, prepend=np.int64(0)).astype(np.int64).tobytes() for col in (t_ms, lat, lon)
+    ]
+    present = 0
+    optional = []
+    for bit, name in enumerate(OPTIONAL_FIELDS):
+        col = getattr(track, name)
+        if np.isfinite(col).any():
+            present |= 1 << bit
+            optional.append(col.astype(np.float32).tobytes())
+    body = b"".join([*parts, *optional, np.packbits(track.mock).tobytes()])
+    header = bytes([_VERSION]) + n.to_bytes(4, "little") + present.to_bytes(2, "little")
+    return header + zlib.compress(body, 6)
+
+
+def decode_track(blob: bytes) -> Track:
+    """Unpack a blob made by `encode_track`."""
+    if not blob or blob[0] != _VERSION:
+        raise ValueError("unknown track blob version")
+    n = int.from_bytes(blob[1:5], "little")
+    present = int.from_bytes(blob[5:7], "little")
+    body = zlib.decompress(blob[7:])
+    offset = 0
+
+    def take(dtype: type, count: int) -> npt.NDArray[Any]:
+        nonlocal offset
+        size = np.dtype(dtype).itemsize * count
+        arr: npt.NDArray[Any] = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+        offset += size
+        return arr
+
+    t = np.cumsum(take(np.int64, n)) / _T_SCALE
+    lat = np.cumsum(take(np.int64, n)) / _POS_SCALE
+    lon = np.cumsum(take(np.int64, n)) / _POS_SCALE
+    optional = {
+        name: take(np.float32, n).astype(np.float64)
+        for bit, name in enumerate(OPTIONAL_FIELDS)
+        if present & (1 << bit)
+    }
+    mock = np.unpackbits(take(np.uint8, (n + 7) // 8))[:n].astype(np.bool_)
+    return Track.from_arrays(t, lat, lon, mock=mock, **optional)
