@@ -51,7 +51,6 @@ from eventsourcing.sqlite import (  # noqa: E402
     SQLiteConnectionPool,
     SQLiteDatastore,
 )
-from sqlalchemy import text  # noqa: E402
 
 from server.store.db import create_engine  # noqa: E402
 from server.store.event_store import EventStore, NewEvent  # noqa: E402
@@ -168,7 +167,9 @@ async def ours_fill(store: EventStore, total: int) -> None:
     i = have
     while i < total:
         k = min(PAGE, total - i)
-        await store.append(fresh("replay"), 0, [NewEvent("Moved", payload(i + j)) for j in range(k)])
+        await store.append(
+            fresh("replay"), 0, [NewEvent("Moved", payload(i + j)) for j in range(k)]
+        )
         i += k
 
 
@@ -232,9 +233,7 @@ def peer_commands_recorder(rec: Any, n: int, cap: float) -> float:
         for e in history:
             count += orjson.loads(e.state).get("by", 0)
         body = orjson.dumps({"by": 1, "count": count + 1})
-        rec.insert_events(
-            [PeerEvent(sid, history[-1].originator_version + 1, "Incremented", body)]
-        )
+        rec.insert_events([PeerEvent(sid, history[-1].originator_version + 1, "Incremented", body)])
         done += 1
         if clock.over():
             break
@@ -326,7 +325,7 @@ class Row:
 
     def met(self) -> str:
         if self.target_check is None:
-            return "–"
+            return "-"
         return "yes" if self.target_check(self.ours_med, self.peer_med) else "**no**"
 
 
@@ -363,28 +362,56 @@ async def bench_backend(
     cap = sz.time_cap_s
     rows: list[Row] = []
 
-    row = Row(backend, "1. single append (1 event/append)", "events/s", f"≥ {targets['single']:,.0f}/s")
+    row = Row(
+        backend, "1. single append (1 event/append)", "events/s", f"≥ {targets['single']:,.0f}/s"
+    )
     row.target_check = lambda o, p, t=targets["single"]: o >= t
     await interleave(
-        row, sz.runs, lambda: ours_single(store, sz.single, cap), lambda: peer_single(rec, sz.single, cap)
+        row,
+        sz.runs,
+        lambda: ours_single(store, sz.single, cap),
+        lambda: peer_single(rec, sz.single, cap),
     )
     rows.append(row)
 
-    row = Row(backend, f"2. batched append ({BATCH} events/append)", "events/s", f"≥ {targets['batched']:,.0f}/s")
+    row = Row(
+        backend,
+        f"2. batched append ({BATCH} events/append)",
+        "events/s",
+        f"≥ {targets['batched']:,.0f}/s",
+    )
     row.target_check = lambda o, p, t=targets["batched"]: o >= t
     await interleave(
-        row, sz.runs, lambda: ours_batched(store, sz.batched, cap), lambda: peer_batched(rec, sz.batched, cap)
+        row,
+        sz.runs,
+        lambda: ours_batched(store, sz.batched, cap),
+        lambda: peer_batched(rec, sz.batched, cap),
     )
     rows.append(row)
 
-    row = Row(backend, "3. load-decide-append (100 streams)", "commands/s", "≥ 3× peer", peer_label="Application")
+    row = Row(
+        backend,
+        "3. load-decide-append (100 streams)",
+        "commands/s",
+        "≥ 3x peer",
+        peer_label="Application",
+    )
     row.target_check = lambda o, p: o >= 3 * p
     await interleave(
-        row, sz.runs, lambda: ours_commands(store, sz.commands, cap), lambda: peer_commands_app(app, sz.commands, cap)
+        row,
+        sz.runs,
+        lambda: ours_commands(store, sz.commands, cap),
+        lambda: peer_commands_app(app, sz.commands, cap),
     )
     rows.append(row)
 
-    row = Row(backend, "3b. load-decide-append (100 streams)", "commands/s", "(fairer peer)", peer_label="recorder")
+    row = Row(
+        backend,
+        "3b. load-decide-append (100 streams)",
+        "commands/s",
+        "(fairer peer)",
+        peer_label="recorder",
+    )
     await interleave(
         row,
         sz.runs,
@@ -401,7 +428,12 @@ async def bench_backend(
     peer_fill(rec, sz.replay)
     t_peer = time.perf_counter() - t
     print(f"  {backend}: filled in {t_ours:.1f}s (ours) / {t_peer:.1f}s (peer)", flush=True)
-    row = Row(backend, f"4. replay read_all ({sz.replay // 1000}k events, pages of {PAGE})", "events/s", "≥ 150,000/s")
+    row = Row(
+        backend,
+        f"4. replay read_all ({sz.replay // 1000}k events, pages of {PAGE})",
+        "events/s",
+        "≥ 150,000/s",
+    )
     row.target_check = lambda o, p: o >= 150_000
     replay_cap = max(cap, 120.0)
     counts: list[tuple[int, int]] = []
@@ -518,11 +550,13 @@ def machine_facts() -> list[str]:
         pass
     pg = pg_admin("SHOW server_version")[0]
     versions = ", ".join(
-        f"{p} {md.version(p)}" for p in ("eventsourcing", "sqlalchemy", "aiosqlite", "asyncpg", "psycopg", "orjson")
+        f"{p} {md.version(p)}"
+        for p in ("eventsourcing", "sqlalchemy", "aiosqlite", "asyncpg", "psycopg", "orjson")
     )
     return [
         f"- CPU: {os.cpu_count()} cores ({model}); {platform.system()} {platform.release()}",
-        f"- Python {platform.python_version()}; SQLite {sqlite3.sqlite_version}; PostgreSQL {pg} (local, TCP 127.0.0.1)",
+        f"- Python {platform.python_version()}; SQLite {sqlite3.sqlite_version}; "
+        f"PostgreSQL {pg} (local, TCP 127.0.0.1)",
         f"- {versions}",
     ]
 
@@ -531,21 +565,25 @@ def fmt(x: float) -> str:
     return f"{x:,.0f}"
 
 
-def render(rows: list[Row], sz: Sizes, mode: str, facts: list[str], load: tuple[str, str], wall: float) -> str:
+def render(
+    rows: list[Row], sz: Sizes, mode: str, facts: list[str], load: tuple[str, str], wall: float
+) -> str:
+    flag = " --full" if mode == "full" else ""
     lines = [
         HEADING,
         "",
-        f"Command: `.venv/bin/python bench/bench_event_store.py{' --full' if mode == 'full' else ''}` "
+        f"Command: `.venv/bin/python bench/bench_event_store.py{flag}` "
         f"({mode} run, {wall / 60:.1f} min wall clock). Medians of {sz.runs} runs, ours and the "
         "peer interleaved in one process against the same database server.",
         "",
-        "| backend | benchmark | unit | RetroRun (median) | eventsourcing (median) | peer API | ours/peer | target | met |",
+        "| backend | benchmark | unit | RetroRun (median) | eventsourcing (median) | peer API "
+        "| ours/peer | target | met |",
         "|---|---|---|---:|---:|---|---:|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r.backend} | {r.bench} | {r.unit} | {fmt(r.ours_med)} | {fmt(r.peer_med)} | "
-            f"{r.peer_label} | {r.ratio:.2f}× | {r.target} | {r.met()} |"
+            f"{r.peer_label} | {r.ratio:.2f}x | {r.target} | {r.met()} |"
         )
     lines += [
         "",
@@ -561,16 +599,18 @@ def render(rows: list[Row], sz: Sizes, mode: str, facts: list[str], load: tuple[
         )
     lines += ["", "</details>", "", "Machine:", "", *facts]
     lines += [
-        f"- Load average (1 min) at start / end: {load[0]} / {load[1]}. The machine has 2 cores and "
-        "other engineers' test suites run concurrently, so single numbers are noisy (±20–30 % run "
-        "to run is normal here); compare medians and ratios, not absolutes.",
+        f"- Load average (1 min) at start / end: {load[0]} / {load[1]}. The machine has 2 cores "
+        "and other engineers' test suites run concurrently, so single numbers are noisy "
+        "(±20-30 % run to run is normal here, more at a high load average); compare medians "
+        "and ratios, not absolutes.",
         "",
         "Workload and fairness notes:",
         "",
-        f"- Sizes per run: {sz.single:,} single appends, {sz.batched:,} events in batches of {BATCH}, "
-        f"{sz.commands:,} commands over {COMMAND_STREAMS} streams (each starts with 1 event and "
-        f"grows to ~{1 + sz.commands // COMMAND_STREAMS}), replay of a {sz.replay:,}-event log "
-        f"(includes the events of benchmarks 1–3) in pages of {PAGE}. Every loop is capped at "
+        f"- Sizes per run: {sz.single:,} single appends, {sz.batched:,} events in batches of "
+        f"{BATCH}, {sz.commands:,} commands over {COMMAND_STREAMS} streams (each starts with "
+        f"1 event and grows to ~{1 + sz.commands // COMMAND_STREAMS}), replay of a "
+        f"{sz.replay:,}-event log "
+        f"(includes the events of benchmarks 1-3) in pages of {PAGE}. Every loop is capped at "
         f"{sz.time_cap_s:.0f} s (replay 120 s); the rate is what completed.",
         "- Same ~130-byte JSON body on both sides. RetroRun goes through its public async API "
         "(SQLAlchemy Core + aiosqlite/asyncpg; writes type, schema_version, meta and recorded_at "
@@ -586,9 +626,10 @@ def render(rows: list[Row], sz: Sizes, mode: str, facts: list[str], load: tuple[
         "connections to match RetroRun; the library's default would be FULL). Separate files in "
         "one temp dir.",
         "- Benchmark 3 (target row) uses the peer's idiomatic `Application` + `Aggregate` API "
-        "(`repository.get` → `@event` method → `save`; no aggregate cache, no snapshots, stdlib-JSON "
-        "transcoder, UUID ids). Row 3b is the fairer like-for-like: the peer's recorder with "
-        "`select_events` + orjson fold + `insert_events`, same shape as our `load` + fold + `append`.",
+        "(`repository.get` → `@event` method → `save`; no aggregate cache, no snapshots, "
+        "stdlib-JSON transcoder, UUID ids). Row 3b is the fairer like-for-like: the peer's "
+        "recorder with `select_events` + orjson fold + `insert_events`, same shape as our "
+        "`load` + fold + `append`.",
         "",
     ]
     return "\n".join(lines)
@@ -621,14 +662,17 @@ async def main_async(sz: Sizes, backends: list[str], dbname: str, tmp: Path) -> 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="200k-event replay, 3 runs (default)")
     g.add_argument("--full", action="store_true", help="1M-event replay, 5 runs")
     ap.add_argument("--runs", type=int, help="override the number of runs (≥ 3 for the docs)")
     ap.add_argument("--only", choices=["sqlite", "postgres"], help="one backend only")
     ap.add_argument("--no-write", action="store_true", help="print the table, leave the docs alone")
-    ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test of the bench
+    # A seconds-long smoke test of the bench itself (never written to the docs).
+    ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     mode = "full" if args.full else "quick"
     sz = FULL if args.full else QUICK

@@ -236,8 +236,8 @@ def window_bounds(
     seg_last: IntArray,
 ) -> tuple[IntArray, IntArray]:
     """Indices of the first fix at or after `lo_t` and the last at or before `hi_t`, in-segment."""
-    a = np.searchsorted(t, lo_t, side="left").astype(np.int64, copy=False)
-    b = np.searchsorted(t, hi_t, side="right").astype(np.int64, copy=False) - 1
+    a = t.searchsorted(lo_t, side="left").astype(np.int64, copy=False)
+    b = t.searchsorted(hi_t, side="right").astype(np.int64, copy=False) - 1
     return np.maximum(a, seg_first), np.minimum(b, seg_last)
 
 
@@ -296,7 +296,7 @@ def smooth_positions(
     out = []
     for col in u:
         rel = col - col[0]  # small offsets keep the cumulative sum precise
-        csum = np.concatenate(([0.0], np.cumsum(rel)))
+        csum = np.concatenate(([0.0], rel.cumsum()))
         out.append((csum[b + 1] - csum[a]) / count + col[0])
     return out[0], out[1], out[2]
 
@@ -322,6 +322,8 @@ class CleanedSteps:
     moving: BoolArray
     credit_m: FloatArray
     cum_m: FloatArray
+    seg_first: IntArray  # per fix: first and last fix of its segment (cut where not creditable)
+    seg_last: IntArray
 
 
 def cleaned_steps(
@@ -347,7 +349,8 @@ def cleaned_steps(
     if n < 2:
         empty = np.zeros(0)
         u0 = unit_vectors(lat, lon)
-        return CleanedSteps(u0, u0, empty, np.zeros(0, np.bool_), empty, np.zeros(n))
+        idx = np.zeros(n, dtype=np.int64)
+        return CleanedSteps(u0, u0, empty, np.zeros(0, np.bool_), empty, np.zeros(n), idx, idx)
     seg_first, seg_last = segment_bounds(n, ~creditable)
     u = unit_vectors(lat, lon) if xyz is None else xyz
     u_s = smooth_positions(t, u, cfg.smooth_half_window_s, seg_first, seg_last)
@@ -373,8 +376,8 @@ def cleaned_steps(
     )
     moving = (disp >= need) & creditable
     credit = np.where(moving, speed * dt, 0.0)
-    cum = np.concatenate(([0.0], np.cumsum(credit)))
-    return CleanedSteps(u, u_s, speed, moving, credit, cum)
+    cum = np.concatenate(([0.0], credit.cumsum()))
+    return CleanedSteps(u, u_s, speed, moving, credit, cum, seg_first, seg_last)
 
 
 def elapsed_s(t: FloatArray) -> float:
@@ -390,7 +393,7 @@ def moving_s(t: FloatArray, moving: BoolArray) -> float:
 def time_at_distance_s(cum_m: FloatArray, t: FloatArray, targets_m: FloatArray) -> FloatArray:
     """Interpolated time at which cumulative distance first reaches each target (NaN if never)."""
     n = cum_m.shape[0]
-    j = np.searchsorted(cum_m, targets_m, side="left")
+    j = cum_m.searchsorted(targets_m, side="left")
     ok = (j < n) & (j > 0)
     jj = np.clip(j, 1, max(n - 1, 1))
     c0, c1 = cum_m[jj - 1], cum_m[jj]
@@ -438,7 +441,7 @@ def effort_windows(
     if n < 2 or cum_m[-1] < distance_m:
         z = np.zeros(0, dtype=np.int64)
         return z, z, np.zeros(0)
-    last_start = int(np.searchsorted(cum_m, cum_m[-1] - distance_m, side="right"))
+    last_start = int(cum_m.searchsorted(cum_m[-1] - distance_m, side="right"))
     if resolution > 0:
         slot = np.floor(cum_m[:last_start] / (resolution * distance_m))
         # last fix of each slot: a window starting there skips any standing still before it
@@ -446,10 +449,10 @@ def effort_windows(
     else:
         i = np.arange(last_start, dtype=np.int64)
     target = cum_m[i] + distance_m
-    j = np.searchsorted(cum_m, target, side="left").astype(np.int64, copy=False)
-    j = np.clip(j, 1, n - 1)
+    j = cum_m.searchsorted(target, side="left").astype(np.int64, copy=False)
+    j = np.minimum(np.maximum(j, 1), n - 1)
     c0, c1 = cum_m[j - 1], cum_m[j]
-    frac = np.clip((target - c0) / np.where(c1 > c0, c1 - c0, 1.0), 0.0, 1.0)
+    frac = np.minimum(np.maximum((target - c0) / np.where(c1 > c0, c1 - c0, 1.0), 0.0), 1.0)
     t_end = t[j - 1] + frac * (t[j] - t[j - 1])
     return i, j, t_end - t[i]
 

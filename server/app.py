@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.api import auth, challenges, health, runs, streams
+from server.api import auth, challenges, health, profile, races, runs, streams
 from server.api import boards as boards_api
 from server.boards import Leaderboards, leaderboards_from_settings
 from server.config import Settings
@@ -25,6 +25,7 @@ from server.store.db import create_engine
 from server.store.event_store import EventStore
 from server.store.migrate import ensure_current, upgrade
 from server.store.projections import ProjectionRunner
+from server.web import web_client
 
 
 class State(TypedDict):
@@ -96,6 +97,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_exception_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(health.router)
-    for module in (auth, challenges, runs, boards_api, streams):
+    for module in (auth, profile, challenges, runs, races, boards_api, streams):
         app.include_router(module.router, prefix="/api/v1")
+    # Last, so every route above wins: the phone client's static files at `/`.
+    web = web_client()
+    if web is not None:
+        app.mount("/", web, name="web")
     return app

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from game.errors import DomainError
+from game.errors import Conflict, DomainError, Forbidden, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,20 @@ STATUS_BY_CODE: dict[str, int] = {
 
 
 def status_for(exc: DomainError) -> int:
-    return STATUS_BY_CODE.get(exc.code, 422)
+    """The HTTP status of a domain error: by its code, else by its kind."""
+    if exc.code in STATUS_BY_CODE:
+        return STATUS_BY_CODE[exc.code]
+    for kind, status in _STATUS_BY_KIND:
+        if isinstance(exc, kind):
+            return status
+    return 422
+
+
+_STATUS_BY_KIND: tuple[tuple[type[DomainError], int], ...] = (
+    (NotFound, 404),
+    (Forbidden, 403),
+    (Conflict, 409),
+)
 
 
 def problem(

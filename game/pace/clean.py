@@ -21,7 +21,6 @@ from game.track import (
     angle_diff_deg,
     bearings_deg,
     cleaned_steps,
-    segment_bounds,
     unit_vectors,
     xyz_distance_m,
     xyz_steps_m,
@@ -52,7 +51,7 @@ class Prepared:
         """Per fix, the index of the first fix at least `window_s` later (n if none)."""
         j = self.memo.get(window_s)
         if j is None:
-            j = np.searchsorted(self.t, self.t + window_s, side="left").astype(np.int64)
+            j = self.t.searchsorted(self.t + window_s, side="left").astype(np.int64)
             self.memo[window_s] = j
         return j
 
@@ -146,28 +145,31 @@ def _accuracy(
             )
         )
         return keep, np.full(acc.shape[0], policy.default_sigma_m), True
-    # N3: simulators report one accuracy value, or exactly 0.
+    # N3: simulators report one accuracy value, or exactly 0. A value held by over half of the
+    # fixes is the median, so the median's share is the mode's share whenever it matters.
     zeros = int((reported == 0).sum())
-    if reported.shape[0] >= policy.const_acc_min_fixes or zeros:
-        values, counts = np.unique(reported, return_counts=True)
-        top = int(np.argmax(counts))
-        mode_share = float(counts[top]) / reported.shape[0]
-        if zeros or (
-            reported.shape[0] >= policy.const_acc_min_fixes and mode_share > policy.const_acc_share
-        ):
-            flags.append(
-                Flag(
-                    "constant_accuracy",
-                    "reported accuracy is constant or exactly 0, as simulators report it",
-                    policy.const_acc_points,
-                    False,
-                    evidence(acc_m=float(values[top]), share=mode_share, zero_count=zeros),
-                )
-            )
-    ok_acc = np.isfinite(acc) & (acc > 0) & (acc <= policy.max_acc_m)
-    new_keep = keep & ok_acc
     positive = reported[reported > 0]
     median_acc = float(np.median(positive)) if positive.shape[0] else float("inf")
+    mode_acc = (
+        median_acc
+        if zeros == 0 and positive.shape[0] == reported.shape[0]
+        else float(np.median(reported))
+    )
+    mode_share = float((reported == mode_acc).sum()) / reported.shape[0]
+    if zeros or (
+        reported.shape[0] >= policy.const_acc_min_fixes and mode_share > policy.const_acc_share
+    ):
+        flags.append(
+            Flag(
+                "constant_accuracy",
+                "reported accuracy is constant or exactly 0, as simulators report it",
+                policy.const_acc_points,
+                False,
+                evidence(acc_m=0.0 if zeros else mode_acc, share=mode_share, zero_count=zeros),
+            )
+        )
+    ok_acc = np.isfinite(acc) & (acc > 0) & (acc <= policy.max_acc_m)
+    new_keep = keep & ok_acc
     t_k = track.t[keep]
     dropped = ~ok_acc[keep]
     span = float(t_k[-1] - t_k[0]) if t_k.shape[0] >= 2 else 0.0
@@ -206,13 +208,15 @@ def _spikes(t: FloatArray, u: Xyz, sigma: FloatArray, policy: PacePolicy) -> Boo
     spike = np.zeros(n, dtype=np.bool_)
     if n < 3:
         return spike
-    jump, _ = _jumps(t, u, sigma, policy)
+    jump, d = _jumps(t, u, sigma, policy)
+    dt = t[1:] - t[:-1]
+    if not jump.any() and not (d > policy.spike_speed_mps * dt).any():
+        return spike  # neither condition below can hold without such a step
     k = np.arange(n - 2, dtype=np.int64)
     skip = xyz_distance_m(u, k, k + 2)
     skip_thr = policy.jump_speed_mps * (t[2:] - t[:-2]) + policy.jump_sigma_factor * np.sqrt(
         sigma[:-2] ** 2 + sigma[2:] ** 2
     )
-    d = xyz_steps_m(u)
     d1, d2 = d[:-1], d[1:]
     out = np.minimum(d1, d2)
     # An out-and-back excursion faster than a person could run it, beyond the noise.
@@ -384,7 +388,7 @@ def clean(track: Track, policy: PacePolicy, now: float) -> Cleaning:
         )
     creditable = ~jump & ~brk & ~extrap
     steps = cleaned_steps(t, lat, lon, sigma, creditable, policy.distance, xyz=u)
-    seg_first, seg_last = segment_bounds(t.shape[0], ~creditable)
+    seg_first, seg_last = steps.seg_first, steps.seg_last
     prepared = Prepared(
         index=index,
         t=t,

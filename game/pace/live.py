@@ -122,7 +122,7 @@ class LiveCheck:
         if fix.mock:
             flags += self._once(
                 "mock_location",
-                "simulated location during a live race",
+                "the device marked this fix as simulated (mock location)",
                 p.mock_points,
                 p.mock_hard_fail,
                 index=n,

@@ -19,6 +19,7 @@ from game.track import (
     IntArray,
     effort_windows,
     xyz_distance_m,
+    xyz_steps_m,
 )
 
 Rule = Callable[[Prepared, PacePolicy], list[Flag]]
@@ -120,6 +121,12 @@ def _sustained(p: Prepared, window_s: float, limit_mps: float) -> tuple[float, f
 def vehicle_rule(p: Prepared, policy: PacePolicy) -> list[Flag]:
     """V1 (10 s above 9 m/s) and V2 (5 s smoothed speed above 12.5 m/s)."""
     flags: list[Flag] = []
+    # A chord is never longer than the path: no window beats the fastest smoothed step.
+    dt = p.t[1:] - p.t[:-1]
+    if p.t.shape[0] < 2 or float((xyz_steps_m(p.steps.xyz_s) / dt).max()) <= min(
+        policy.vehicle_mps, policy.superhuman_mps
+    ):
+        return flags
     total, top, first = _sustained(p, policy.vehicle_window_s, policy.vehicle_mps)
     if first >= 0:
         flags.append(
@@ -152,9 +159,15 @@ def vehicle_rule(p: Prepared, policy: PacePolicy) -> list[Flag]:
 def acceleration_rule(p: Prepared, policy: PacePolicy) -> list[Flag]:
     """A1: mean acceleration above the limit over `accel_hold_s` (plus a noise allowance)."""
     t, n, hold = p.t, p.t.shape[0], policy.accel_hold_s
+    if n < 2:
+        return []
+    # The windows are >= `hold` on each side, so a flag needs a chord speed above accel x hold,
+    # and no chord is faster than the fastest raw step.
+    if float((xyz_steps_m(p.steps.xyz) / (t[1:] - t[:-1])).max()) <= policy.accel_mps2 * hold:
+        return []
     i = np.arange(n, dtype=np.int64)
     j = p.ahead(hold)
-    h = np.searchsorted(t, t - hold, side="right").astype(np.int64, copy=False) - 1
+    h = t.searchsorted(t - hold, side="right").astype(np.int64, copy=False) - 1
     ok = (j <= p.seg_last) & (h >= p.seg_first) & (h >= 0)
     j, h = np.minimum(j, n - 1), np.maximum(h, 0)
     u = p.steps.xyz  # raw positions: smoothing would spread a burst below the limit

@@ -34,13 +34,13 @@ def speed_noise_rule(p: Prepared, policy: PacePolicy) -> list[Flag]:
     speed = _window_speed_raw(p, policy.cv_speed_window_s)
     valid = np.isfinite(speed)
     s = np.where(valid, speed, 0.0)
-    ref = float(np.median(s[valid])) if valid.any() else 0.0
+    ref = float(s[valid].mean()) if valid.any() else 0.0
     d = s - ref  # centring keeps the variance from prefix sums precise
-    c1 = np.concatenate(([0.0], np.cumsum(d)))
+    c1 = np.concatenate(([0.0], d.cumsum()))
     c2 = np.concatenate(([0.0], np.cumsum(d * d)))
     cn = np.concatenate(([0], np.cumsum(valid.astype(np.int64, copy=False))))
     span = policy.cv_span_s - policy.cv_speed_window_s
-    e = np.searchsorted(t, t + span, side="right").astype(np.int64, copy=False)  # exclusive end
+    e = t.searchsorted(t + span, side="right").astype(np.int64, copy=False)  # exclusive end
     i = np.arange(n, dtype=np.int64)
     count = cn[e] - cn[i]
     full = (count == e - i) & (count >= 10) & (e - 1 <= p.seg_last)
@@ -90,8 +90,8 @@ def wobble_rule(p: Prepared, policy: PacePolicy) -> list[Flag]:
     nb = int(block[-1]) + 1
     total = np.bincount(block[1:-1][ok], minlength=nb)
     small = np.bincount(block[1:-1][ok & (wobble < policy.wobble_max_m)], minlength=nb)
-    first = np.searchsorted(block, np.arange(nb), side="left")
-    last = np.searchsorted(block, np.arange(nb), side="right") - 1
+    first = block.searchsorted(np.arange(nb), side="left")
+    last = block.searchsorted(np.arange(nb), side="right") - 1
     path = cum[last] - cum[first]
     straight_m = xyz_distance_m(p.steps.xyz, first, last)
     hit = (

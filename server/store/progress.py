@@ -21,6 +21,7 @@ from game.rewards import xp_for_run
 from server.boards.base import Leaderboards
 from server.boards.sql import SqlLeaderboards
 from server.store.event_store import RecordedEvent
+from server.store.race_projection import RaceHandlers
 from server.store.read_models import ChallengeMemberRow, ChallengeProgressRow, ChallengeRow, RunRow
 
 CHALLENGES = ChallengeRow.__table__  # type: ignore[attr-defined]
@@ -41,7 +42,7 @@ def challenge_board(challenge_id: str) -> str:
     return f"challenge:{challenge_id}"
 
 
-class CoreProjection:
+class CoreProjection(RaceHandlers):
     """Read models for challenges, runs and boards."""
 
     name = "core"
@@ -52,6 +53,7 @@ class CoreProjection:
     async def reset(self, conn: AsyncConnection) -> None:
         for table in (PROGRESS, MEMBERS, CHALLENGES, RUNS):
             await conn.execute(delete(table))
+        await self._reset_races(conn)
         if isinstance(self.boards, SqlLeaderboards):
             await self.boards.clear_all_in(conn)
         else:

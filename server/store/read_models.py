@@ -107,3 +107,34 @@ class RunTrackRow(SQLModel, table=True):
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     fingerprint: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     recorded_at: float = Field(sa_column=Column(Float, nullable=False))
+
+
+class RaceRow(SQLModel, table=True):
+    __tablename__ = "races"
+    __table_args__ = (Index("ix_races_scheduled", "scheduled_at"),)
+
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    title: str = Field(sa_column=Column(String(80), nullable=False))
+    distance_m: float = Field(sa_column=Column(Float, nullable=False))
+    scheduled_at: float = Field(sa_column=Column(Float, nullable=False))
+    capacity: int = Field(sa_column=Column(Integer, nullable=False))
+    organiser_id: str = Field(sa_column=Column(String(36), nullable=False))
+    club_id: str | None = Field(default=None, sa_column=Column(String(100)))
+    open: bool = Field(default=True, sa_column=Column(Boolean, nullable=False))
+    status: str = Field(sa_column=Column(String(20), nullable=False))
+    start_at: float | None = Field(default=None, sa_column=Column(Float))
+    registered: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    results: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JsonDoc))
+
+
+class RaceFixChunkRow(SQLModel, table=True):
+    """A chunk of one runner's live fixes (an `encode_track` blob). Personal data: erasable."""
+
+    __tablename__ = "race_fix_chunks"
+
+    race_id: str = Field(sa_column=Column(String(36), primary_key=True))
+    runner_id: str = Field(sa_column=Column(String(36), primary_key=True))
+    chunk: int = Field(sa_column=Column(Integer, primary_key=True))
+    first_seq: int = Field(sa_column=Column(Integer, nullable=False))
+    last_seq: int = Field(sa_column=Column(Integer, nullable=False))
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

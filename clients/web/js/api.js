@@ -1,0 +1,96 @@
+// The RetroRun HTTP API (the public contract in docs/api.md). Errors become ApiError carrying
+// the RFC 9457 problem document's `detail` and `code`.
+
+const BASE = "/api/v1";
+const TOKEN_KEY = "retrorun.token";
+
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem?.detail || `request failed (${status})`);
+    this.status = status;
+    this.detail = this.message;
+    this.code = problem?.code || "error";
+    this.problem = problem;
+  }
+}
+
+/** A network failure (offline, server unreachable): worth retrying. */
+export class NetworkError extends Error {
+  constructor(cause) {
+    super("no connection to the RetroRun server");
+    this.detail = this.message;
+    this.code = "offline";
+    this.cause = cause;
+  }
+}
+
+export const token = {
+  get: () => localStorage.getItem(TOKEN_KEY),
+  set: (t) => localStorage.setItem(TOKEN_KEY, t),
+  clear: () => localStorage.removeItem(TOKEN_KEY),
+};
+
+let onUnauthorized = () => {};
+export function setUnauthorizedHandler(fn) { onUnauthorized = fn; }
+
+export async function request(method, path, { json, form, headers = {}, auth = true } = {}) {
+  const init = { method, headers: { Accept: "application/json", ...headers } };
+  if (json !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(json);
+  } else if (form !== undefined) {
+    init.body = new URLSearchParams(form);
+  }
+  const t = token.get();
+  if (auth && t) init.headers.Authorization = `Bearer ${t}`;
+  let response;
+  try {
+    response = await fetch(BASE + path, init);
+  } catch (err) {
+    throw new NetworkError(err);
+  }
+  if (response.status === 204) return null;
+  const type = response.headers.get("content-type") || "";
+  const body = type.includes("json") ? await response.json().catch(() => null) : null;
+  if (!response.ok) {
+    const err = new ApiError(response.status, body);
+    if (response.status === 401 && auth && t) onUnauthorized(err);
+    throw err;
+  }
+  return body;
+}
+
+export const api = {
+  register: (handle, password) =>
+    request("POST", "/auth/register", { json: { handle, password }, auth: false }),
+  signIn: async (handle, password) => {
+    const body = await request("POST", "/auth/token", {
+      form: { username: handle, password }, auth: false,
+    });
+    token.set(body.access_token);
+    return body;
+  },
+  signOut: async () => {
+    try {
+      if (token.get()) await request("POST", "/auth/logout");
+    } finally {
+      token.clear();
+    }
+  },
+  me: () => request("GET", "/me"),
+  currentChallenge: () => request("GET", "/challenges/current"),
+  challenges: () => request("GET", "/challenges?state=current"),
+  join: (id) => request("POST", `/challenges/${encodeURIComponent(id)}/join`),
+  progress: (id) => request("GET", `/challenges/${encodeURIComponent(id)}/progress`),
+  submitRun: (body, idempotencyKey) =>
+    request("POST", "/runs", { json: body, headers: { "Idempotency-Key": idempotencyKey } }),
+  run: (id) => request("GET", `/runs/${encodeURIComponent(id)}`),
+  myRuns: (limit = 30) => request("GET", `/me/runs?limit=${limit}`),
+  board: (board, limit = 20, offset = 0) =>
+    request("GET", `/leaderboards/${encodeURIComponent(board)}?limit=${limit}&offset=${offset}`),
+  around: (board, userId) =>
+    request("GET", `/leaderboards/${encodeURIComponent(board)}/around/${encodeURIComponent(userId)}`),
+  queue: () => request("GET", "/moderation/queue"),
+  review: (id, decision, reason) =>
+    request("POST", `/runs/${encodeURIComponent(id)}/review`, { json: { decision, reason } }),
+};

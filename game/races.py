@@ -1,0 +1,602 @@
+"""The Race decider and the pure live-race engine.
+
+A race goes scheduled -> countdown -> running (<-> paused) -> finished, or aborted. Runners
+register before the start; during the race each one finishes (credited distance reaches the race
+distance, the finish time interpolated between fixes), does not finish, or is disqualified.
+The room in `server/rooms` feeds fixes to `RaceLive` and turns its outcomes into commands here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from game.errors import Conflict, Forbidden, InvalidCommand
+from game.events import event
+from game.pace import Activity, Flag, LiveCheck, PacePolicy, Verdict, policy_for
+from game.track import Fix
+
+
+class RaceStatus(StrEnum):
+    NONE = "none"
+    SCHEDULED = "scheduled"
+    COUNTDOWN = "countdown"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    ABORTED = "aborted"
+
+
+MIN_DISTANCE_M, MAX_DISTANCE_M = 50.0, 42_195.0
+MAX_CAPACITY = 5000
+MIN_COUNTDOWN_S, MAX_COUNTDOWN_S = 3.0, 600.0
+
+
+# Commands
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRace:
+    race_id: str
+    title: str
+    distance_m: float
+    scheduled_at: datetime
+    capacity: int
+    organiser_id: str
+    club_id: str | None = None
+    open: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    runner_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    runner_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartCountdown:
+    by: str
+    countdown_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disqualify:
+    by: str
+    runner_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """A runner crossed the line (decided by `RaceLive`); `time_s` is race time, pauses excluded."""
+
+    runner_id: str
+    time_s: float
+    distance_m: float
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFixes:
+    runner_id: str
+    chunk: int
+    first_seq: int
+    last_seq: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """End the race: runners still out are DNF; results are published."""
+
+    by: str
+
+
+# Events
+
+
+@event("RaceScheduled")
+@dataclass(frozen=True, slots=True)
+class RaceScheduled:
+    race_id: str
+    title: str
+    distance_m: float
+    scheduled_at: float
+    capacity: int
+    organiser_id: str
+    club_id: str | None
+    open: bool
+
+
+@event("RunnerRegistered")
+@dataclass(frozen=True, slots=True)
+class RunnerRegistered:
+    race_id: str
+    runner_id: str
+
+
+@event("RunnerWithdrew")
+@dataclass(frozen=True, slots=True)
+class RunnerWithdrew:
+    race_id: str
+    runner_id: str
+
+
+@event("CountdownStarted")
+@dataclass(frozen=True, slots=True)
+class CountdownStarted:
+    race_id: str
+    start_at: float  # Unix seconds: the gun
+    by: str
+
+
+@event("RacePaused")
+@dataclass(frozen=True, slots=True)
+class RacePaused:
+    race_id: str
+    at: float
+    by: str
+
+
+@event("RaceResumed")
+@dataclass(frozen=True, slots=True)
+class RaceResumed:
+    race_id: str
+    at: float
+    paused_s: float
+    by: str
+
+
+@event("RaceAborted")
+@dataclass(frozen=True, slots=True)
+class RaceAborted:
+    race_id: str
+    at: float
+    by: str
+    reason: str
+
+
+@event("RunnerDisqualified")
+@dataclass(frozen=True, slots=True)
+class RunnerDisqualified:
+    race_id: str
+    runner_id: str
+    by: str
+    reason: str
+
+
+@event("RunnerFinished")
+@dataclass(frozen=True, slots=True)
+class RunnerFinished:
+    race_id: str
+    runner_id: str
+    time_s: float
+    distance_m: float
+    status: str  # the pace verdict at the finish: verified / review / rejected
+    score: int
+    codes: list[str]
+
+
+@event("FixesStored")
+@dataclass(frozen=True, slots=True)
+class FixesStored:
+    """A chunk of a runner's fixes was stored (the blob lives beside the log, not in it)."""
+
+    race_id: str
+    runner_id: str
+    chunk: int
+    first_seq: int
+    last_seq: int
+    count: int
+
+
+@event("RaceFinished")
+@dataclass(frozen=True, slots=True)
+class RaceFinished:
+    race_id: str
+    at: float
+    results: list[dict[str, Any]]
+
+
+RaceEvent = (
+    RaceScheduled
+    | RunnerRegistered
+    | RunnerWithdrew
+    | CountdownStarted
+    | RacePaused
+    | RaceResumed
+    | RaceAborted
+    | RunnerDisqualified
+    | RunnerFinished
+    | FixesStored
+    | RaceFinished
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    runner_id: str
+    time_s: float
+    distance_m: float
+    status: str
+    score: int
+    codes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RaceState:
+    status: RaceStatus = RaceStatus.NONE
+    race_id: str = ""
+    title: str = ""
+    distance_m: float = 0.0
+    scheduled_at: float = 0.0
+    capacity: int = 0
+    organiser_id: str = ""
+    club_id: str | None = None
+    open: bool = True
+    registered: tuple[str, ...] = ()
+    start_at: float | None = None
+    paused_at: float | None = None
+    paused_s: float = 0.0
+    finished: dict[str, Result] = field(default_factory=dict)
+    disqualified: dict[str, str] = field(default_factory=dict)
+    chunks: dict[str, int] = field(default_factory=dict)  # runner -> last stored seq
+    results: tuple[dict[str, Any], ...] = ()
+
+
+def initial_state() -> RaceState:
+    return RaceState()
+
+
+Command = (
+    ScheduleRace
+    | Register
+    | Withdraw
+    | StartCountdown
+    | Pause
+    | Resume
+    | Abort
+    | Disqualify
+    | Finish
+    | StoreFixes
+    | Close
+)
+
+
+def decide(state: RaceState, command: Command, now: datetime) -> list[RaceEvent]:
+    """Decide a race command."""
+    t = now.timestamp()
+    if isinstance(command, ScheduleRace):
+        return [_schedule(state, command)]
+    if state.status == RaceStatus.NONE:
+        raise InvalidCommand("no such race", code="not_found")
+    rid = state.race_id
+    live = (RaceStatus.RUNNING, RaceStatus.PAUSED)
+    match command:
+        case Register(runner_id):
+            if state.status not in (RaceStatus.SCHEDULED, RaceStatus.COUNTDOWN):
+                raise Conflict("registration is closed", code="registration_closed")
+            if runner_id in state.registered:
+                raise Conflict("you are already registered", code="already_registered")
+            if len(state.registered) >= state.capacity:
+                raise Conflict("the race is full", code="race_full")
+            return [RunnerRegistered(rid, runner_id)]
+        case Withdraw(runner_id):
+            if runner_id not in state.registered:
+                raise Conflict("you are not registered", code="not_registered")
+            if state.status in (RaceStatus.FINISHED, RaceStatus.ABORTED):
+                raise Conflict("the race is over", code="race_over")
+            return [RunnerWithdrew(rid, runner_id)]
+        case StartCountdown(by, countdown_s):
+            if state.status != RaceStatus.SCHEDULED:
+                raise Conflict(f"the race is {state.status}, not scheduled", code="bad_race_state")
+            if not MIN_COUNTDOWN_S <= countdown_s <= MAX_COUNTDOWN_S:
+                raise InvalidCommand("a countdown lasts 3 to 600 seconds")
+            return [CountdownStarted(rid, round(t + countdown_s, 3), by)]
+        case Pause(by):
+            if _status_at(state, t) != RaceStatus.RUNNING:
+                raise Conflict("only a running race can be paused", code="bad_race_state")
+            return [RacePaused(rid, t, by)]
+        case Resume(by):
+            if state.status != RaceStatus.PAUSED or state.paused_at is None:
+                raise Conflict("the race is not paused", code="bad_race_state")
+            return [RaceResumed(rid, t, round(t - state.paused_at, 3), by)]
+        case Abort(by, reason):
+            if state.status in (RaceStatus.FINISHED, RaceStatus.ABORTED):
+                raise Conflict("the race is over", code="race_over")
+            return [RaceAborted(rid, t, by, reason.strip()[:500] or "aborted")]
+        case Disqualify(by, runner_id, reason):
+            if runner_id not in state.registered:
+                raise InvalidCommand("that runner is not in this race", code="not_registered")
+            if runner_id in state.disqualified:
+                raise Conflict("already disqualified", code="already_disqualified")
+            if not reason.strip():
+                raise InvalidCommand("a disqualification needs a reason")
+            return [RunnerDisqualified(rid, runner_id, by, reason.strip()[:500])]
+        case Finish(runner_id, time_s, distance_m, verdict):
+            if _status_at(state, t) not in live:
+                raise Conflict("the race is not running", code="bad_race_state")
+            if runner_id not in state.registered:
+                raise Forbidden("only registered runners finish")
+            if runner_id in state.finished or runner_id in state.disqualified:
+                return []  # a repeated finish (a resent fix) changes nothing
+            codes = [f.code for f in verdict.flags]
+            return [
+                RunnerFinished(
+                    rid,
+                    runner_id,
+                    round(time_s, 3),
+                    round(distance_m, 2),
+                    verdict.status,
+                    verdict.score,
+                    codes,
+                )
+            ]
+        case StoreFixes(runner_id, chunk, first_seq, last_seq, count):
+            if runner_id not in state.registered:
+                raise Forbidden("only registered runners send fixes")
+            return [FixesStored(rid, runner_id, chunk, first_seq, last_seq, count)]
+        case Close(by):
+            if state.status in (RaceStatus.FINISHED, RaceStatus.ABORTED):
+                raise Conflict("the race is over", code="race_over")
+            if _status_at(state, t) not in live:
+                raise Conflict("only a started race can be closed", code="bad_race_state")
+            return [RaceFinished(rid, t, results(state))]
+    raise InvalidCommand("unknown race command")
+
+
+def _status_at(state: RaceState, t: float) -> RaceStatus:
+    """COUNTDOWN turns into RUNNING at the gun without an event."""
+    if state.status == RaceStatus.COUNTDOWN and state.start_at is not None and t >= state.start_at:
+        return RaceStatus.RUNNING
+    return state.status
+
+
+def status_at(state: RaceState, t: float) -> RaceStatus:
+    """The race's status at time `t` (Unix seconds)."""
+    return _status_at(state, t)
+
+
+def _schedule(state: RaceState, cmd: ScheduleRace) -> RaceScheduled:
+    if state.status != RaceStatus.NONE:
+        raise Conflict("this race already exists", code="race_exists")
+    if not 3 <= len(cmd.title.strip()) <= 80:
+        raise InvalidCommand("a title is 3 to 80 characters")
+    if not MIN_DISTANCE_M <= cmd.distance_m <= MAX_DISTANCE_M:
+        raise InvalidCommand(f"a race is {MIN_DISTANCE_M:g} m to {MAX_DISTANCE_M:g} m long")
+    if not 1 <= cmd.capacity <= MAX_CAPACITY:
+        raise InvalidCommand(f"capacity is 1 to {MAX_CAPACITY}")
+    return RaceScheduled(
+        cmd.race_id,
+        cmd.title.strip(),
+        float(cmd.distance_m),
+        cmd.scheduled_at.timestamp(),
+        cmd.capacity,
+        cmd.organiser_id,
+        cmd.club_id,
+        cmd.open,
+    )
+
+
+def results(state: RaceState) -> list[dict[str, Any]]:
+    """Final results: verified and reviewed finishers by time, then DNF and DQ (no place)."""
+    ranked = sorted(
+        (r for r in state.finished.values() if r.status != "rejected"),
+        key=lambda r: (r.time_s, r.runner_id),
+    )
+    out: list[dict[str, Any]] = [
+        {
+            "place": i,
+            "runner_id": r.runner_id,
+            "time_s": r.time_s,
+            "distance_m": r.distance_m,
+            "status": "finished" if r.status == "verified" else "review",
+        }
+        for i, r in enumerate(ranked, start=1)
+    ]
+    placed = {r["runner_id"] for r in out}
+    for runner_id in state.registered:
+        if runner_id in placed:
+            continue
+        if runner_id in state.disqualified:
+            status = "dq"
+        elif runner_id in state.finished:
+            status = "dq"  # failed the pace check at the finish
+        else:
+            status = "dnf"
+        out.append(
+            {
+                "place": None,
+                "runner_id": runner_id,
+                "time_s": None,
+                "distance_m": None,
+                "status": status,
+            }
+        )
+    return out
+
+
+def evolve(state: RaceState, evt: RaceEvent) -> RaceState:
+    """Apply one event to a race's state."""
+    match evt:
+        case RaceScheduled():
+            return RaceState(
+                status=RaceStatus.SCHEDULED,
+                race_id=evt.race_id,
+                title=evt.title,
+                distance_m=evt.distance_m,
+                scheduled_at=evt.scheduled_at,
+                capacity=evt.capacity,
+                organiser_id=evt.organiser_id,
+                club_id=evt.club_id,
+                open=evt.open,
+            )
+        case RunnerRegistered():
+            return replace(state, registered=(*state.registered, evt.runner_id))
+        case RunnerWithdrew():
+            return replace(
+                state, registered=tuple(r for r in state.registered if r != evt.runner_id)
+            )
+        case CountdownStarted():
+            return replace(state, status=RaceStatus.COUNTDOWN, start_at=evt.start_at)
+        case RacePaused():
+            return replace(state, status=RaceStatus.PAUSED, paused_at=evt.at)
+        case RaceResumed():
+            return replace(
+                state,
+                status=RaceStatus.RUNNING,
+                paused_at=None,
+                paused_s=state.paused_s + evt.paused_s,
+            )
+        case RaceAborted():
+            return replace(state, status=RaceStatus.ABORTED)
+        case RunnerDisqualified():
+            return replace(state, disqualified={**state.disqualified, evt.runner_id: evt.reason})
+        case RunnerFinished():
+            result = Result(
+                evt.runner_id, evt.time_s, evt.distance_m, evt.status, evt.score, tuple(evt.codes)
+            )
+            return replace(state, finished={**state.finished, evt.runner_id: result})
+        case FixesStored():
+            return replace(state, chunks={**state.chunks, evt.runner_id: evt.last_seq})
+        case RaceFinished():
+            return replace(state, status=RaceStatus.FINISHED, results=tuple(evt.results))
+    return state
+
+
+# The live engine
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    rank: int
+    runner_id: str
+    distance_m: float
+    time_s: float | None  # finish time once finished
+    status: str  # running / finished / review / dq / dnf
+
+
+@dataclass(frozen=True, slots=True)
+class FixOutcome:
+    flags: list[Flag]
+    finish: Finish | None
+    distance_m: float
+
+
+@dataclass(slots=True)
+class _Runner:
+    check: LiveCheck
+    distance_m: float = 0.0
+    last_t: float = 0.0
+    reached_t: float = 0.0  # when the current distance was reached (ties)
+    finish: Finish | None = None
+    dq: bool = False
+
+
+class RaceLive:
+    """Live state of one running race: a pace check per runner, finishes, standings.
+
+    Fed fixes in arrival order per runner; finish time = interpolated crossing time - gun - pauses.
+    """
+
+    def __init__(
+        self, distance_m: float, start_at: float, policy: PacePolicy | None = None
+    ) -> None:
+        self.distance_m = distance_m
+        self.start_at = start_at
+        self.policy = policy or policy_for(Activity.RACE)
+        self.paused_s = 0.0
+        self.paused_at: float | None = None
+        self._runners: dict[str, _Runner] = {}
+
+    def _runner(self, runner_id: str) -> _Runner:
+        r = self._runners.get(runner_id)
+        if r is None:
+            r = self._runners[runner_id] = _Runner(LiveCheck(self.policy))
+        return r
+
+    def add_fix(self, runner_id: str, fix: Fix, now: float) -> FixOutcome:
+        """Take one fix of a runner; returns live flags and a finish when the line is crossed."""
+        r = self._runner(runner_id)
+        if fix.t < self.start_at:  # warming up before the gun earns nothing
+            return FixOutcome([], None, r.distance_m)
+        before_m, before_t = r.check.distance_m, r.last_t
+        flags = r.check.add(fix, now)
+        after_m = r.check.distance_m
+        if after_m > before_m:
+            r.reached_t = fix.t
+        r.last_t = max(r.last_t, fix.t)
+        r.distance_m = min(after_m, self.distance_m)
+        if r.finish is None and not r.dq and after_m >= self.distance_m and fix.t >= self.start_at:
+            share = (
+                (self.distance_m - before_m) / (after_m - before_m) if after_m > before_m else 1.0
+            )
+            t0 = before_t if before_t > 0 else fix.t
+            crossed = t0 + max(0.0, min(1.0, share)) * (fix.t - t0)
+            time_s = max(0.0, crossed - self.start_at - self.paused_s)
+            r.finish = Finish(runner_id, time_s, self.distance_m, r.check.verdict(now))
+            return FixOutcome(flags, r.finish, r.distance_m)
+        return FixOutcome(flags, None, r.distance_m)
+
+    def tick(self, now: float) -> dict[str, list[Flag]]:
+        """Timer signals per runner (signal lost, no progress)."""
+        out = {}
+        for runner_id, r in self._runners.items():
+            if r.finish is None and not r.dq:
+                flags = r.check.tick(now)
+                if flags:
+                    out[runner_id] = flags
+        return out
+
+    def disqualify(self, runner_id: str) -> None:
+        self._runner(runner_id).dq = True
+
+    def verdict(self, runner_id: str, now: float) -> Verdict:
+        return self._runner(runner_id).check.verdict(now)
+
+    def standings(self, registered: tuple[str, ...] = ()) -> list[Standing]:
+        """Finishers by time, then runners by distance (first to reach it ahead), then DQ."""
+        for runner_id in registered:
+            self._runner(runner_id)
+
+        def key(item: tuple[str, _Runner]) -> tuple[int, float, float, str]:
+            rid, r = item
+            if r.dq or (r.finish is not None and r.finish.verdict.status == "rejected"):
+                return (3, 0.0, 0.0, rid)
+            if r.finish is not None:
+                return (0, r.finish.time_s, 0.0, rid)
+            return (1, -r.distance_m, r.reached_t, rid)
+
+        out = []
+        for i, (rid, r) in enumerate(sorted(self._runners.items(), key=key), start=1):
+            if r.dq or (r.finish is not None and r.finish.verdict.status == "rejected"):
+                status, t = "dq", None
+            elif r.finish is not None:
+                status = "finished" if r.finish.verdict.status == "verified" else "review"
+                t = round(r.finish.time_s, 3)
+            else:
+                status, t = "running", None
+            out.append(Standing(i, rid, round(r.distance_m, 1), t, status))
+        return out

@@ -1,0 +1,178 @@
+"""Races: schedule, register, read, results. The live part is the room at /ws/rooms/{id}."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, status
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from game import races as race_decider
+from server.commands import execute, load_state
+from server.deps import CurrentRunner, EngineDep, EventStoreDep, ProjectionsDep
+from server.errors import ApiError
+from server.store.race_projection import RACES
+
+router = APIRouter(prefix="/races", tags=["races"])
+RaceId = Annotated[str, Path(max_length=36, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class RaceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    title: str = Field(min_length=3, max_length=80, examples=["Saturday Reverse 5k"])
+    distance_m: float = Field(ge=50, le=42_195, examples=[5000])
+    scheduled_at: AwareDatetime = Field(examples=["2026-11-28T09:00:00+01:00"])
+    capacity: int = Field(default=100, ge=1, le=5000)
+    open: bool = Field(
+        default=True, description="open to everyone (club-only races arrive with clubs)"
+    )
+
+
+class RacePublic(BaseModel):
+    id: str
+    title: str
+    distance_m: float
+    scheduled_at: datetime
+    capacity: int
+    organiser_id: str
+    club_id: str | None
+    open: bool
+    status: str = Field(description="scheduled, countdown, running, paused, finished or aborted")
+    start_at: datetime | None = Field(
+        description="the gun (server time), once the countdown started"
+    )
+    registered: list[str]
+    room: str = Field(description="WebSocket path of the live room")
+
+
+class ResultRow(BaseModel):
+    place: int | None
+    runner_id: str
+    time_s: float | None
+    distance_m: float | None
+    status: str = Field(description="finished, review, dnf or dq")
+
+
+class Results(BaseModel):
+    race_id: str
+    status: str
+    results: list[ResultRow]
+
+
+def _public(s: race_decider.RaceState, now: float) -> RacePublic:
+    return RacePublic(
+        id=s.race_id,
+        title=s.title,
+        distance_m=s.distance_m,
+        scheduled_at=datetime.fromtimestamp(s.scheduled_at, UTC),
+        capacity=s.capacity,
+        organiser_id=s.organiser_id,
+        club_id=s.club_id,
+        open=s.open,
+        status=race_decider.status_at(s, now).value,
+        start_at=datetime.fromtimestamp(s.start_at, UTC) if s.start_at else None,
+        registered=list(s.registered),
+        room=f"/ws/rooms/{s.race_id}",
+    )
+
+
+async def _state(store: EventStoreDep, race_id: str) -> race_decider.RaceState:
+    state, _ = await load_state(store, f"race-{race_id}", race_decider)
+    if state.status == race_decider.RaceStatus.NONE:
+        raise ApiError(404, "not_found", f"no race {race_id!r}")
+    found: race_decider.RaceState = state
+    return found
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=RacePublic)
+async def create_race(
+    body: RaceCreate, runner: CurrentRunner, store: EventStoreDep, projections: ProjectionsDep
+) -> RacePublic:
+    """Schedule a race (moderators; club organisers once clubs land). You are its organiser."""
+    if runner.role not in ("moderator", "admin"):
+        raise ApiError(403, "forbidden", "only moderators and club organisers schedule races")
+    race_id = uuid.uuid4().hex[:12]
+    cmd = race_decider.ScheduleRace(
+        race_id,
+        body.title,
+        body.distance_m,
+        body.scheduled_at,
+        body.capacity,
+        runner.id,
+        None,
+        body.open,
+    )
+    outcome = await execute(store, f"race-{race_id}", race_decider, cmd, meta={"actor": runner.id})
+    await projections.run_once()
+    return _public(outcome.state, datetime.now(UTC).timestamp())
+
+
+@router.get("", response_model=list[RacePublic])
+async def list_races(engine: EngineDep, store: EventStoreDep) -> list[RacePublic]:
+    """Upcoming and live races, soonest first (at most 50)."""
+    stmt = (
+        select(RACES.c.id)
+        .where(RACES.c.status.in_(["scheduled", "countdown", "running", "paused"]))
+        .order_by(RACES.c.scheduled_at)
+        .limit(50)
+    )
+    async with engine.connect() as conn:
+        ids = list((await conn.execute(stmt)).scalars().all())
+    now = datetime.now(UTC).timestamp()
+    return [_public(await _state(store, rid), now) for rid in ids]
+
+
+@router.get("/{race_id}", response_model=RacePublic)
+async def get_race(race_id: RaceId, store: EventStoreDep) -> RacePublic:
+    """One race: status, the gun time once set, who is registered, and its room."""
+    return _public(await _state(store, race_id), datetime.now(UTC).timestamp())
+
+
+@router.post("/{race_id}/register", response_model=RacePublic)
+async def register(
+    race_id: RaceId, runner: CurrentRunner, store: EventStoreDep, projections: ProjectionsDep
+) -> RacePublic:
+    """Register for a race before its start."""
+    await _state(store, race_id)
+    outcome = await execute(
+        store,
+        f"race-{race_id}",
+        race_decider,
+        race_decider.Register(runner.id),
+        meta={"actor": runner.id},
+    )
+    await projections.run_once()
+    return _public(outcome.state, datetime.now(UTC).timestamp())
+
+
+@router.post("/{race_id}/withdraw", response_model=RacePublic)
+async def withdraw(
+    race_id: RaceId, runner: CurrentRunner, store: EventStoreDep, projections: ProjectionsDep
+) -> RacePublic:
+    """Withdraw from a race."""
+    await _state(store, race_id)
+    outcome = await execute(
+        store,
+        f"race-{race_id}",
+        race_decider,
+        race_decider.Withdraw(runner.id),
+        meta={"actor": runner.id},
+    )
+    await projections.run_once()
+    return _public(outcome.state, datetime.now(UTC).timestamp())
+
+
+@router.get("/{race_id}/results", response_model=Results)
+async def results(race_id: RaceId, store: EventStoreDep) -> Results:
+    """Final results once the race finished; provisional (finishers so far) while it runs."""
+    state = await _state(store, race_id)
+    rows: list[dict[str, Any]] = list(state.results) or race_decider.results(state)
+    return Results(
+        race_id=race_id,
+        status=race_decider.status_at(state, datetime.now(UTC).timestamp()).value,
+        results=[ResultRow(**r) for r in rows],
+    )

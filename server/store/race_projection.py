@@ -1,0 +1,132 @@
+"""Race read models: the races table, and verified race finishes credited as runs.
+
+A mixin of the core projection: a verified finish becomes a credited `race` run, so challenges,
+weekly boards, XP and rewards count race kilometres exactly like uploaded runs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.store.read_models import RaceRow, RunRow
+
+RACES = RaceRow.__table__  # type: ignore[attr-defined]
+RUNS = RunRow.__table__  # type: ignore[attr-defined]
+_RACE_RUN_NS = uuid.UUID("0b7f3c52-1d4e-4f5a-8c6b-93a1e2d4f607")
+
+
+def race_run_id(race_id: str, runner_id: str) -> str:
+    """The id of the credited run a race finish becomes."""
+    return str(uuid.uuid5(_RACE_RUN_NS, f"{race_id}:{runner_id}"))
+
+
+class RaceHandlers:
+    """Event handlers for race streams (mixed into `CoreProjection`)."""
+
+    async def _credit_changed(
+        self, conn: AsyncConnection, runner_id: str, ends: set[float | None], pos: int
+    ) -> None:
+        raise NotImplementedError
+
+    async def _reset_races(self, conn: AsyncConnection) -> None:
+        await conn.execute(delete(RACES))
+
+    async def _on_RaceScheduled(self, conn: AsyncConnection, d: dict[str, Any], pos: int) -> None:
+        await conn.execute(
+            insert(RACES).values(
+                id=d["race_id"],
+                title=d["title"],
+                distance_m=d["distance_m"],
+                scheduled_at=d["scheduled_at"],
+                capacity=d["capacity"],
+                organiser_id=d["organiser_id"],
+                club_id=d["club_id"],
+                open=d["open"],
+                status="scheduled",
+                registered=0,
+            )
+        )
+
+    async def _race_update(self, conn: AsyncConnection, race_id: str, **values: Any) -> None:
+        await conn.execute(update(RACES).where(RACES.c.id == race_id).values(**values))
+
+    async def _on_RunnerRegistered(
+        self, conn: AsyncConnection, d: dict[str, Any], pos: int
+    ) -> None:
+        await self._race_update(conn, d["race_id"], registered=RACES.c.registered + 1)
+
+    async def _on_RunnerWithdrew(self, conn: AsyncConnection, d: dict[str, Any], pos: int) -> None:
+        await self._race_update(conn, d["race_id"], registered=RACES.c.registered - 1)
+
+    async def _on_CountdownStarted(
+        self, conn: AsyncConnection, d: dict[str, Any], pos: int
+    ) -> None:
+        await self._race_update(conn, d["race_id"], status="countdown", start_at=d["start_at"])
+
+    async def _on_RacePaused(self, conn: AsyncConnection, d: dict[str, Any], pos: int) -> None:
+        await self._race_update(conn, d["race_id"], status="paused")
+
+    async def _on_RaceResumed(self, conn: AsyncConnection, d: dict[str, Any], pos: int) -> None:
+        await self._race_update(conn, d["race_id"], status="running")
+
+    async def _on_RaceAborted(self, conn: AsyncConnection, d: dict[str, Any], pos: int) -> None:
+        await self._race_update(conn, d["race_id"], status="aborted")
+
+    async def _on_RaceFinished(self, conn: AsyncConnection, d: dict[str, Any], pos: int) -> None:
+        race_id = d["race_id"]
+        await self._race_update(conn, race_id, status="finished", results=d["results"])
+        race = (await conn.execute(select(RACES).where(RACES.c.id == race_id))).first()
+        if race is None or race.start_at is None:
+            return
+        for r in d["results"]:
+            if r["status"] != "finished":
+                continue
+            ended_at = race.start_at + r["time_s"]
+            await conn.execute(
+                insert(RUNS).values(
+                    id=race_run_id(race_id, r["runner_id"]),
+                    runner_id=r["runner_id"],
+                    activity="race",
+                    status="verified",
+                    started_at=race.start_at,
+                    ended_at=ended_at,
+                    distance_m=r["distance_m"],
+                    elapsed_s=r["time_s"],
+                    moving_s=r["time_s"],
+                    credited_distance_m=r["distance_m"],
+                    credited_elapsed_s=r["time_s"],
+                    credited_ended_at=ended_at,
+                    best_efforts_s={},
+                    score=0,
+                    flags=[],
+                    clean=True,
+                    fix_count=0,
+                    appealed=False,
+                    recorded_position=pos,
+                )
+            )
+            await self._credit_changed(conn, r["runner_id"], {ended_at}, pos)
+
+    async def _on_RunnerDisqualified(
+        self, conn: AsyncConnection, d: dict[str, Any], pos: int
+    ) -> None:
+        """A disqualification after the results withdraws the credited race run."""
+        run_id = race_run_id(d["race_id"], d["runner_id"])
+        row = (await conn.execute(select(RUNS).where(RUNS.c.id == run_id))).first()
+        if row is None or row.status != "verified":
+            return
+        await conn.execute(
+            update(RUNS)
+            .where(RUNS.c.id == run_id)
+            .values(
+                status="rejected",
+                credited_distance_m=0.0,
+                credited_elapsed_s=0.0,
+                credited_ended_at=None,
+            )
+        )
+        await self._credit_changed(conn, d["runner_id"], {row.credited_ended_at}, pos)

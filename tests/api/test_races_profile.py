@@ -1,0 +1,83 @@
+"""Races over REST (the live part is tested in tests/rooms) and the runner profile."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+
+from game.generate import Profile
+from server.config import Settings
+from tests.api.conftest import assert_problem
+from tests.api.helpers import create_user, points, recent_track
+
+Headers = dict[str, str]
+RACE = {"title": "Saturday Reverse 5k", "distance_m": 5000, "scheduled_at": "2030-01-05T09:00:00Z"}
+
+
+def _login(client: TestClient, handle: str) -> Headers:
+    t = client.post("/api/v1/auth/token", data={"username": handle, "password": "backwards!"})
+    return {"Authorization": f"Bearer {t.json()['access_token']}"}
+
+
+def test_a_moderator_schedules_a_race_and_runners_register(
+    client: TestClient, settings: Settings, sign_up: Callable[..., Headers]
+) -> None:
+    create_user(settings, "organiser", "moderator")
+    mod = _login(client, "organiser")
+    runner = sign_up("racer")
+    assert_problem(client.post("/api/v1/races", json=RACE, headers=runner), 403, "forbidden")
+
+    race = client.post("/api/v1/races", json={**RACE, "capacity": 1}, headers=mod).json()
+    assert race["status"] == "scheduled" and race["room"] == f"/ws/rooms/{race['id']}"
+    me = client.get("/api/v1/me", headers=runner).json()
+    joined = client.post(f"/api/v1/races/{race['id']}/register", headers=runner).json()
+    assert joined["registered"] == [me["id"]]
+    again = client.post(f"/api/v1/races/{race['id']}/register", headers=runner)
+    assert_problem(again, 409, "already_registered")
+    other = sign_up("late")
+    assert_problem(
+        client.post(f"/api/v1/races/{race['id']}/register", headers=other), 409, "race_full"
+    )
+    assert [r["id"] for r in client.get("/api/v1/races").json()] == [race["id"]]
+    results = client.get(f"/api/v1/races/{race['id']}/results").json()
+    assert results["status"] == "scheduled"
+    assert results["results"] == [
+        {"place": None, "runner_id": me["id"], "time_s": None, "distance_m": None, "status": "dnf"}
+    ]
+    assert_problem(client.get("/api/v1/races/nope"), 404, "not_found")
+
+
+def test_bad_race_bodies_are_problems(client: TestClient, settings: Settings) -> None:
+    create_user(settings, "org2", "moderator")
+    mod = _login(client, "org2")
+    for bad in (
+        {**RACE, "distance_m": 10},
+        {**RACE, "scheduled_at": "2030-01-05T09:00:00"},  # no time zone
+        {**RACE, "capacity": 0},
+        {**RACE, "owner": "me"},
+    ):
+        assert_problem(client.post("/api/v1/races", json=bad, headers=mod), 422, "invalid")
+
+
+def test_the_profile_counts_credited_runs_with_badges(
+    client: TestClient, sign_up: Callable[..., Headers]
+) -> None:
+    me = sign_up("badger")
+    empty = client.get("/api/v1/me/profile", headers=me).json()
+    assert (empty["xp"], empty["level"], empty["badges"]) == (0, 1, [])
+    track = recent_track(Profile.HONEST_RECREATIONAL, seed=11, distance_m=1300)
+    run = client.post("/api/v1/runs", json={"points": points(track)}, headers=me).json()
+    assert run["status"] == "verified"
+    profile = client.get("/api/v1/me/profile", headers=me).json()
+    assert profile["xp"] > 0 and profile["total_runs"] == 1
+    assert "first_backward_km" in {b["code"] for b in profile["badges"]}
+    assert profile["day_streak"] == 1 and profile["week_streak"] == 1
+    xp_board = client.get("/api/v1/leaderboards/xp:all").json()
+    assert xp_board["entries"][0]["score"] == profile["xp"]
+
+    assert client.patch("/api/v1/me", json={"tz": "Europe/Berlin"}, headers=me).json() == {
+        "tz": "Europe/Berlin"
+    }
+    assert client.get("/api/v1/me/profile", headers=me).json()["tz"] == "Europe/Berlin"
+    assert_problem(client.patch("/api/v1/me", json={"tz": "Mars/Olympus"}, headers=me), 422)
