@@ -296,7 +296,7 @@ def decide(state: RaceState, command: Command, now: datetime) -> list[RaceEvent]
     live = (RaceStatus.RUNNING, RaceStatus.PAUSED)
     match command:
         case Register(runner_id):
-            if state.status not in (RaceStatus.SCHEDULED, RaceStatus.COUNTDOWN):
+            if _status_at(state, t) not in (RaceStatus.SCHEDULED, RaceStatus.COUNTDOWN):
                 raise Conflict("registration is closed", code="registration_closed")
             if runner_id in state.registered:
                 raise Conflict("you are already registered", code="already_registered")
@@ -403,7 +403,11 @@ def _schedule(state: RaceState, cmd: ScheduleRace) -> RaceScheduled:
 def results(state: RaceState) -> list[dict[str, Any]]:
     """Final results: verified and reviewed finishers by time, then DNF and DQ (no place)."""
     ranked = sorted(
-        (r for r in state.finished.values() if r.status != "rejected"),
+        (
+            r
+            for r in state.finished.values()
+            if r.status != "rejected" and r.runner_id not in state.disqualified
+        ),
         key=lambda r: (r.time_s, r.runner_id),
     )
     out: list[dict[str, Any]] = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -10,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from game import challenges as ch
+from server.authz import require_organiser
 from server.commands import execute
 from server.deps import BoardsDep, CurrentRunner, EngineDep, EventStoreDep, ProjectionsDep
 from server.errors import ApiError
@@ -41,6 +43,7 @@ class ChallengeCreate(BaseModel):
     tz: str = Field(default="UTC", max_length=64, examples=["Europe/Berlin"])
     description: str = Field(default="", max_length=500)
     team_mode: bool = False
+    club_id: str | None = Field(default=None, max_length=36, description="a club challenge")
 
 
 class ChallengePublic(BaseModel):
@@ -166,11 +169,8 @@ async def create_challenge(
     engine: EngineDep,
     projections: ProjectionsDep,
 ) -> ChallengePublic:
-    """Create an official challenge (moderators). Club challenges arrive with clubs."""
-    if runner.role not in ("moderator", "admin"):
-        raise ApiError(403, "forbidden", "only moderators create official challenges")
-    import uuid
-
+    """Create an official challenge (moderators) or a club challenge (its owner and admins)."""
+    await require_organiser(store, runner, body.club_id)
     cid = uuid.uuid4().hex[:12]
     cmd = ch.CreateChallenge(
         challenge_id=cid,
@@ -184,6 +184,8 @@ async def create_challenge(
         team_mode=body.team_mode,
         description=body.description,
         distance_m=body.distance_m,
+        scope=ch.Scope.CLUB if body.club_id else ch.Scope.OFFICIAL,
+        club_id=body.club_id,
     )
     await execute(store, f"challenge-{cid}", ch, cmd, meta={"actor": runner.id})
     await projections.run_once()

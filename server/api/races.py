@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from game import races as race_decider
+from server.authz import club_state, require_organiser
 from server.commands import execute, load_state
 from server.deps import CurrentRunner, EngineDep, EventStoreDep, ProjectionsDep
 from server.errors import ApiError
@@ -27,9 +28,8 @@ class RaceCreate(BaseModel):
     distance_m: float = Field(ge=50, le=42_195, examples=[5000])
     scheduled_at: AwareDatetime = Field(examples=["2026-11-28T09:00:00+01:00"])
     capacity: int = Field(default=100, ge=1, le=5000)
-    open: bool = Field(
-        default=True, description="open to everyone (club-only races arrive with clubs)"
-    )
+    open: bool = Field(default=True, description="false: only the club's members may register")
+    club_id: str | None = Field(default=None, max_length=36, description="a club race")
 
 
 class RacePublic(BaseModel):
@@ -92,9 +92,10 @@ async def _state(store: EventStoreDep, race_id: str) -> race_decider.RaceState:
 async def create_race(
     body: RaceCreate, runner: CurrentRunner, store: EventStoreDep, projections: ProjectionsDep
 ) -> RacePublic:
-    """Schedule a race (moderators; club organisers once clubs land). You are its organiser."""
-    if runner.role not in ("moderator", "admin"):
-        raise ApiError(403, "forbidden", "only moderators and club organisers schedule races")
+    """Schedule a race (moderators; club owners and admins for their club). You organise it."""
+    await require_organiser(store, runner, body.club_id)
+    if not body.open and body.club_id is None:
+        raise ApiError(422, "invalid", "open: only a club race can be members-only")
     race_id = uuid.uuid4().hex[:12]
     cmd = race_decider.ScheduleRace(
         race_id,
@@ -103,7 +104,7 @@ async def create_race(
         body.scheduled_at,
         body.capacity,
         runner.id,
-        None,
+        body.club_id,
         body.open,
     )
     outcome = await execute(store, f"race-{race_id}", race_decider, cmd, meta={"actor": runner.id})
@@ -136,8 +137,12 @@ async def get_race(race_id: RaceId, store: EventStoreDep) -> RacePublic:
 async def register(
     race_id: RaceId, runner: CurrentRunner, store: EventStoreDep, projections: ProjectionsDep
 ) -> RacePublic:
-    """Register for a race before its start."""
-    await _state(store, race_id)
+    """Register for a race before its start (members-only club races: club members)."""
+    race = await _state(store, race_id)
+    if not race.open and race.club_id is not None:
+        club = await club_state(store, race.club_id)
+        if club.role_of(runner.id) is None:
+            raise ApiError(403, "forbidden", "this race is for club members only")
     outcome = await execute(
         store,
         f"race-{race_id}",

@@ -20,6 +20,7 @@ from game.ranking import Direction
 from game.rewards import xp_for_run
 from server.boards.base import Leaderboards
 from server.boards.sql import SqlLeaderboards
+from server.store.club_projection import ClubHandlers
 from server.store.event_store import RecordedEvent
 from server.store.race_projection import RaceHandlers
 from server.store.read_models import ChallengeMemberRow, ChallengeProgressRow, ChallengeRow, RunRow
@@ -42,7 +43,7 @@ def challenge_board(challenge_id: str) -> str:
     return f"challenge:{challenge_id}"
 
 
-class CoreProjection(RaceHandlers):
+class CoreProjection(RaceHandlers, ClubHandlers):
     """Read models for challenges, runs and boards."""
 
     name = "core"
@@ -54,6 +55,7 @@ class CoreProjection(RaceHandlers):
         for table in (PROGRESS, MEMBERS, CHALLENGES, RUNS):
             await conn.execute(delete(table))
         await self._reset_races(conn)
+        await self._reset_clubs(conn)
         if isinstance(self.boards, SqlLeaderboards):
             await self.boards.clear_all_in(conn)
         else:
@@ -231,6 +233,7 @@ class CoreProjection(RaceHandlers):
         )
         xp = sum(xp_for_run(r.credited_distance_m, r.activity) for r in rows)
         await self._submit(conn, XP_BOARD, runner_id, float(xp), pos, Direction.HIGHER)
+        await self._club_boards(conn, runner_id, pos)
 
     async def _sum_distance(
         self, conn: AsyncConnection, runner_id: str, start: float, end: float

@@ -138,3 +138,23 @@ class RaceFixChunkRow(SQLModel, table=True):
     first_seq: int = Field(sa_column=Column(Integer, nullable=False))
     last_seq: int = Field(sa_column=Column(Integer, nullable=False))
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class ClubRow(SQLModel, table=True):
+    __tablename__ = "clubs"
+
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    name: str = Field(sa_column=Column(String(60), nullable=False))
+    owner_id: str = Field(sa_column=Column(String(36), nullable=False))
+    join_code: str = Field(sa_column=Column(String(32), nullable=False))
+    members: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+
+
+class ClubMemberRow(SQLModel, table=True):
+    __tablename__ = "club_members"
+    __table_args__ = (Index("ix_club_members_runner", "runner_id"),)
+
+    club_id: str = Field(sa_column=Column(String(36), primary_key=True))
+    runner_id: str = Field(sa_column=Column(String(36), primary_key=True))
+    role: str = Field(sa_column=Column(String(10), nullable=False))
+    invited: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))

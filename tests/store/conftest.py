@@ -35,7 +35,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         await conn.execute(
             text(
                 "TRUNCATE events, idempotency_keys, projection_checkpoints, runners, "
-                "revoked_tokens RESTART IDENTITY"
+                "revoked_tokens, board_entries, challenges, challenge_members, "
+                "challenge_progress, runs, run_tracks, races, race_fix_chunks RESTART IDENTITY"
             )
         )
     await engine.dispose()

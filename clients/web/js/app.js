@@ -2,7 +2,7 @@
 
 import { api, token, setUnauthorizedHandler, NetworkError } from "./api.js";
 import { h, render, errorBox } from "./ui.js";
-import { pendingRuns, runStore } from "./store.js";
+import { activeRun, pendingRuns, runStore } from "./store.js";
 import { flushPending, onUploadNews } from "./upload.js";
 import { signInScreen, signUpScreen } from "./screens/auth.js";
 import { homeScreen } from "./screens/home.js";
@@ -122,5 +122,7 @@ if ("serviceWorker" in navigator) {
   }
   showNetwork();
   if (token.get()) flushPending();
+  // In the middle of a run (a reload, a crash): straight back to the recording.
+  if (token.get() && (await activeRun())) go("record");
+  else route();
 })();
-route();

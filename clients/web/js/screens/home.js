@@ -65,7 +65,7 @@ export async function homeScreen({ session, isCurrent }) {
     ? others.value.filter((c) => c.id !== current.value?.id) : [];
   render(
     hero,
-    h("a.button.secondary", { href: "#/record" }, "Record a run"),
+    progress?.joined ? null : h("a.button.secondary", { href: "#/record" }, "Record a run"),
     h("h2", "Other challenges"),
     others.status === "rejected" ? errorBox(others.reason)
       : list.length ? h("ul.list", list.map((c) => h("li",
