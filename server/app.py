@@ -20,6 +20,9 @@ from server.config import Settings
 from server.errors import add_exception_handlers
 from server.observability import RequestContextMiddleware, configure_logging
 from server.projections import build_projections
+from server.rooms import ws
+from server.rooms.backplane import MemoryBackplane
+from server.rooms.registry import RoomRegistry
 from server.scheduler import run_scheduler, tick
 from server.store.db import create_engine
 from server.store.event_store import EventStore
@@ -37,6 +40,7 @@ class State(TypedDict):
     redis: Redis | None
     boards: Leaderboards
     projections: ProjectionRunner
+    rooms: RoomRegistry
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -65,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     run_scheduler(store, boards, runner, settings, stop), name="scheduler"
                 ),
             ]
+            rooms = RoomRegistry(store, MemoryBackplane(), tick_hz=settings.room_tick_hz)
+            rooms.start()
             try:
                 yield State(
                     settings=settings,
@@ -73,14 +79,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     redis=redis,
                     boards=boards,
                     projections=runner,
+                    rooms=rooms,
                 )
             finally:
+                await rooms.close(1012)  # stores buffered fixes; sockets: "server restarting"
                 stop.set()
                 for task in tasks:
                     task.cancel()
                 for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                store.close()
         finally:
             if redis is not None:
                 await redis.aclose()
@@ -99,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     for module in (auth, profile, clubs, challenges, runs, races, boards_api, streams):
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(ws.router)
     # Last, so every route above wins: the phone client's static files at `/`.
     web = web_client()
     if web is not None:

@@ -1,11 +1,16 @@
-"""The `retrorun` command line: serve, demo, migrate, rebuild, users."""
+"""The `retrorun` command line: serve, demo, migrate, rebuild, users, simulate."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
+import threading
 from datetime import UTC, datetime
 from typing import Annotated
 
+import httpx
 import typer
 import uvicorn
 from rich.console import Console
@@ -17,6 +22,11 @@ app = typer.Typer(
 )
 users = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 app.add_typer(users, name="users")
+simulate = typer.Typer(
+    help="Simulated runners against a server (runs `python -m clients.simulate`).",
+    no_args_is_help=True,
+)
+app.add_typer(simulate, name="simulate")
 console = Console()
 
 HostOpt = Annotated[str, typer.Option(help="Interface to listen on.")]
@@ -48,8 +58,15 @@ def serve(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
 
 
 @app.command()
-def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
-    """Run the server on the embedded default with demo accounts ready to sign in."""
+def demo(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    simulate_race: Annotated[
+        bool, typer.Option("--simulate/--no-simulate", help="Run a simulated race to watch.")
+    ] = True,
+) -> None:
+    """Run the server on the embedded default with demo accounts ready to sign in, and a
+    simulated race (8 runners, one of them cheating) once it is up."""
     settings = Settings()
     asyncio.run(_seed_demo(settings))
     console.print(
@@ -58,7 +75,101 @@ def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
         "  sign in as [bold]demo[/bold] / [bold]backwards![/bold] (runner) or "
         "[bold]mod[/bold] / [bold]backwards![/bold] (moderator)\n"
     )
-    _serve(settings, host, port)
+    sim = _DemoSimulation(host, port) if simulate_race else None
+    if sim is not None:
+        sim.start()
+    try:
+        _serve(settings, host, port)
+    finally:
+        if sim is not None:
+            sim.stop()
+
+
+def _simulator_command(args: list[str]) -> list[str]:
+    """`python -m clients.simulate ...` in this interpreter. A subprocess, never an import:
+    `server` must not import `clients` (the layers contract)."""
+    return [sys.executable, "-m", "clients.simulate", *args]
+
+
+@simulate.command(
+    "race",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def simulate_race_command(ctx: typer.Context) -> None:
+    """Simulate a live race: every option goes to `python -m clients.simulate race` (try
+    `--help`): --base-url, --runners N, --race ID, --cheaters K, --speedup X, --moderator
+    HANDLE:PASSWORD, --distance, --max-seconds ..."""
+    code = subprocess.call(_simulator_command(["race", *ctx.args]))
+    raise typer.Exit(code)
+
+
+class _DemoSimulation:
+    """Starts the race simulator once the demo server answers; stops it with the server."""
+
+    RUNNERS, CHEATERS = 8, 1
+
+    def __init__(self, host: str, port: int) -> None:
+        self.connect_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        self.port = port
+        self.url = f"http://{self.connect_host}:{port}"
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._run, name="demo-simulation", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _port_answers(self) -> bool:
+        for _ in range(600):  # up to a minute for migrations and start-up
+            if self._stop.is_set():
+                return False
+            try:
+                with socket.create_connection((self.connect_host, self.port), timeout=0.5):
+                    return True
+            except OSError:
+                self._stop.wait(0.1)
+        return False
+
+    def _has_race_api(self) -> bool:
+        try:
+            paths = httpx.get(f"{self.url}/openapi.json", timeout=10).json().get("paths", {})
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False
+        return "/api/v1/races" in paths
+
+    def _run(self) -> None:
+        if not self._port_answers():
+            return
+        if not self._has_race_api():
+            console.print(
+                "[yellow]note: this server has no race API yet; no simulated race[/yellow]"
+            )
+            return
+        args = ["race", "--base-url", self.url, "--runners", str(self.RUNNERS)]
+        args += ["--cheaters", str(self.CHEATERS), "--no-live"]
+        with self._lock:
+            if self._stop.is_set():
+                return
+            console.print(
+                f"\nsimulated race: {self.RUNNERS} runners ({self.CHEATERS} cheating) — "
+                f"watch it at [bold]{self.url}/[/bold] (sign in as mod / backwards!)\n"
+            )
+            self._proc = subprocess.Popen(_simulator_command(args))
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop.set()
+            proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 async def _seed_demo(settings: Settings) -> None:
@@ -130,7 +241,10 @@ def rebuild() -> None:
             await ensure_current(engine)
             store = EventStore(engine)
             boards = leaderboards_from_settings(settings, engine, redis)
-            return await ProjectionRunner(store, build_projections(boards)).rebuild()
+            try:
+                return await ProjectionRunner(store, build_projections(boards)).rebuild()
+            finally:
+                store.close()
         finally:
             if redis is not None:
                 await redis.aclose()

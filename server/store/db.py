@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.config import to_async_url
@@ -31,7 +32,24 @@ def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
     return engine
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
+def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
+    """A synchronous engine on the same SQLite file, for the event store's writer thread.
+
+    None for in-memory databases (a second engine would open a different database).
+    """
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    if not database or database == ":memory:" or "mode=memory" in str(engine.url):
+        return None
+    sync = create_sync_engine(
+        engine.url.set(drivername="sqlite"), pool_size=1, max_overflow=0, pool_reset_on_return=None
+    )
+    _tune_sqlite(sync)
+    return sync
+
+
+def _tune_sqlite(engine: AsyncEngine | Engine) -> None:
     """WAL, a busy timeout, and transactions we begin ourselves (IMMEDIATE for writers).
 
     pysqlite's own transaction handling defers BEGIN and never takes the write lock up front, so a
@@ -39,7 +57,9 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
     off and emit BEGIN (readers) or BEGIN IMMEDIATE (writers, `execution_options(immediate=True)`).
     """
 
-    @event.listens_for(engine.sync_engine, "connect")
+    target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+    @event.listens_for(target, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -49,7 +69,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(target, "begin")
     def _on_begin(conn: Any) -> None:
         immediate = conn.get_execution_options().get("immediate", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

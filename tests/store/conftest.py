@@ -45,7 +45,9 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[EventStore]:
     engine = create_engine(database_url)
+    store = EventStore(engine)
     try:
-        yield EventStore(engine)
+        yield store
     finally:
+        store.close()
         await engine.dispose()
