@@ -20,8 +20,9 @@ from game.ranking import Direction
 from game.rewards import xp_for_run
 from server.boards.base import Leaderboards
 from server.boards.sql import SqlLeaderboards
-from server.store.club_projection import ClubHandlers
+from server.store.club_projection import CLUB_MEMBERS, ClubHandlers, club_board
 from server.store.event_store import RecordedEvent
+from server.store.moderation_projection import BANS, ModerationHandlers
 from server.store.race_projection import RaceHandlers
 from server.store.read_models import ChallengeMemberRow, ChallengeProgressRow, ChallengeRow, RunRow
 
@@ -43,7 +44,7 @@ def challenge_board(challenge_id: str) -> str:
     return f"challenge:{challenge_id}"
 
 
-class CoreProjection(RaceHandlers, ClubHandlers):
+class CoreProjection(RaceHandlers, ClubHandlers, ModerationHandlers):
     """Read models for challenges, runs and boards."""
 
     name = "core"
@@ -52,7 +53,7 @@ class CoreProjection(RaceHandlers, ClubHandlers):
         self.boards = boards
 
     async def reset(self, conn: AsyncConnection) -> None:
-        for table in (PROGRESS, MEMBERS, CHALLENGES, RUNS):
+        for table in (PROGRESS, MEMBERS, CHALLENGES, RUNS, BANS):
             await conn.execute(delete(table))
         await self._reset_races(conn)
         await self._reset_clubs(conn)
@@ -313,6 +314,9 @@ class CoreProjection(RaceHandlers, ClubHandlers):
         pos: int,
         direction: Direction,
     ) -> None:
+        if await self.is_banned(conn, runner_id):  # banned runners never appear on a board
+            await self._remove(conn, board, runner_id)
+            return
         if isinstance(self.boards, SqlLeaderboards):
             await self.boards.submit_in(conn, board, runner_id, score, pos, direction=direction)
         else:  # Redis: absolute, idempotent writes; a retried batch writes the same values
@@ -323,6 +327,42 @@ class CoreProjection(RaceHandlers, ClubHandlers):
             await self.boards.remove_in(conn, board, runner_id)
         else:
             await self.boards.remove(board, runner_id)
+
+    async def _purge_runner(self, conn: AsyncConnection, runner_id: str) -> None:
+        """Take a runner off every board they are on."""
+        ends = (
+            (
+                await conn.execute(
+                    select(RUNS.c.credited_ended_at).where(
+                        RUNS.c.runner_id == runner_id, RUNS.c.credited_ended_at.is_not(None)
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        challenges = (
+            (
+                await conn.execute(
+                    select(MEMBERS.c.challenge_id).where(MEMBERS.c.runner_id == runner_id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        clubs = (
+            (
+                await conn.execute(
+                    select(CLUB_MEMBERS.c.club_id).where(CLUB_MEMBERS.c.runner_id == runner_id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        boards = {XP_BOARD, *(weekly_board(t) for t in ends)}
+        boards |= {challenge_board(c) for c in challenges} | {club_board(c) for c in clubs}
+        for board in sorted(boards):
+            await self._remove(conn, board, runner_id)
 
 
 def _week_bounds(board: str) -> tuple[float, float]:

@@ -158,3 +158,12 @@ class ClubMemberRow(SQLModel, table=True):
     runner_id: str = Field(sa_column=Column(String(36), primary_key=True))
     role: str = Field(sa_column=Column(String(10), nullable=False))
     invited: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
+
+
+class BanRow(SQLModel, table=True):
+    """Banned runners: their results stay in the log but leave every leaderboard."""
+
+    __tablename__ = "bans"
+
+    runner_id: str = Field(sa_column=Column(String(36), primary_key=True))
+    reason: str = Field(sa_column=Column(Text, nullable=False))

@@ -36,7 +36,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
             text(
                 "TRUNCATE events, idempotency_keys, projection_checkpoints, runners, "
                 "revoked_tokens, board_entries, challenges, challenge_members, "
-                "challenge_progress, runs, run_tracks, races, race_fix_chunks RESTART IDENTITY"
+                "challenge_progress, runs, run_tracks, races, race_fix_chunks, clubs, "
+                "club_members, bans RESTART IDENTITY"
             )
         )
     await engine.dispose()
