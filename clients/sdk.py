@@ -47,7 +47,8 @@ TokenSource = str | Callable[[], Awaitable[str]]
 API = "/api/v1"
 
 #: Close codes after which a client reconnects (then resumes); see docs/protocol.md.
-RECONNECT_CODES = frozenset({1006, 1008, 1011, 1012, 1013})
+#: 1001 (going away) is included: a server process that stops hands its rooms to another.
+RECONNECT_CODES = frozenset({1001, 1006, 1008, 1011, 1012, 1013})
 #: Fields a `gps` frame may carry besides `type`, `seq` and `cid` (unknown fields are refused).
 GPS_FIELDS = frozenset({"t", "lat", "lon", "acc", "heading", "speed", "course", "cadence", "mock"})
 #: Broadcast frame types: they carry the room `seq` and `epoch`.
@@ -754,7 +755,7 @@ class RoomConnection:
                 code, reason = await self._read_until_closed(ws)
                 self._connected.clear()
                 self.close_code = code
-                if self._closing or code in (1000, 1001):
+                if self._closing or code == 1000:
                     self._finish(None)
                     return
                 if not should_reconnect(code):

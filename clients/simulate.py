@@ -428,8 +428,12 @@ class Simulation:
 def _start_at(doc: dict[str, Any]) -> float | None:
     """The gun time if a race (or a room snapshot) already has one."""
     for candidate in (doc, doc.get("snapshot"), (doc.get("snapshot") or {}).get("race")):
-        if isinstance(candidate, dict) and isinstance(candidate.get("start_at"), int | float):
-            return float(candidate["start_at"])
+        value = candidate.get("start_at") if isinstance(candidate, dict) else None
+        if isinstance(value, int | float):  # room frames: Unix seconds
+            return float(value)
+        if isinstance(value, str):  # REST: ISO 8601
+            with contextlib.suppress(ValueError):
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     return None
 
 

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     #: Time zone of the weekly challenge rotation (ISO weeks start Monday 00:00 there).
     weekly_tz: str = "UTC"
     scheduler_interval_s: float = Field(default=60.0, gt=0)
+    #: Live race standings broadcasts per second (1 to 4).
+    room_tick_hz: float = Field(default=1.0, ge=1, le=4)
 
     @field_validator("redis_url")
     @classmethod

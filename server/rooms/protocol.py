@@ -135,9 +135,16 @@ def _frame_error(text: str, exc: ValidationError) -> FrameError:
         return FrameError("invalid_json", "a frame is a JSON object")
     cid = raw.get("cid")
     kind = raw.get("type")
-    ref = cid if isinstance(cid, str) and len(cid) <= 64 else (kind if isinstance(kind, str) else None)
+    ref = (
+        cid
+        if isinstance(cid, str) and len(cid) <= 64
+        else (kind if isinstance(kind, str) else None)
+    )
     first = exc.errors(include_url=False)[0]
-    if first["type"] in ("union_tag_not_found", "union_tag_invalid") and first["loc"] in ((), ("control",)):
+    if first["type"] in ("union_tag_not_found", "union_tag_invalid") and first["loc"] in (
+        (),
+        ("control",),
+    ):
         what = "action" if kind == "control" else "type"
         return FrameError("unknown_type", f"unknown or missing frame {what}", ref)
     where = ".".join(str(p) for p in first["loc"][1:]) or "frame"

@@ -19,6 +19,7 @@ import uvicorn
 
 from server.app import create_app
 from server.config import Settings
+from tests.api.helpers import create_user
 from tests.conftest import IN_CI
 
 CHROMIUM = os.environ.get("RETRORUN_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -33,6 +34,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PHONE = {"width": 390, "height": 844}
+#: A moderator account seeded into the test server (password `backwards!`).
+MODERATOR = "moderator1"
 #: Somewhere flat and open (Tempelhofer Feld, Berlin).
 START = {"latitude": 52.4731, "longitude": 13.4019, "accuracy": 5}
 
@@ -92,9 +95,8 @@ class LiveServer:
         self.thread.join(timeout=15)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    _require_chromium()
     db = tmp_path_factory.mktemp("browser") / "web.db"
     settings = Settings(
         database_url=f"sqlite:///{db}",
@@ -102,12 +104,18 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         log_json=False,
         scheduler_interval_s=3600,
     )
+    # Accounts made before the server starts: a second writer on a busy SQLite file may be
+    # refused ("database is locked"); a server-side writer retries, a test should not have to.
+    create_user(settings, MODERATOR, "moderator")
     with LiveServer(settings) as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(live_server: LiveServer) -> Iterator[Any]:
+    # Package scope, not session: sync Playwright keeps an event loop running in this thread
+    # while it is open, which would break every asyncio test collected after this package.
+    _require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

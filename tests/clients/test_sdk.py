@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from clients.sdk import ApiError, RetroRunClient
+from clients.sdk import ApiError, RetroRunClient, RoomClosed, RoomConnection
 from clients.simulate import track_fixes
 from game.generate import Profile, generate
 from tests.api.helpers import create_user
@@ -111,3 +114,150 @@ async def test_a_car_run_is_rejected_through_the_sdk(live_server: LiveServer) ->
         with pytest.raises(ApiError) as unranked:
             await api.around("xp:all", (await api.me())["id"])
         assert (unranked.value.status, unranked.value.code) == (404, "not_ranked")
+
+
+# Races over REST
+
+
+async def _moderator(server: LiveServer) -> RetroRunClient:
+    handle = _handle("mod")
+    create_user(server.settings, handle, "moderator")
+    api = RetroRunClient(server.base_url)
+    await api.login(handle, PASSWORD)
+    return api
+
+
+async def test_races_create_register_read_and_results(live_server: LiveServer) -> None:
+    mod = await _moderator(live_server)
+    runner = await _signed_in(live_server, "racer")
+    async with mod, runner:
+        with pytest.raises(ApiError) as forbidden:
+            await runner.create_race("Nope race", 400, datetime.now(UTC) + timedelta(hours=1))
+        assert forbidden.value.status == 403
+        with pytest.raises(ValueError):
+            await mod.create_race("Naive time", 400, datetime.now() + timedelta(hours=1))
+        race = await mod.create_race("SDK reverse 400", 400, datetime.now(UTC) + timedelta(hours=1))
+        assert race["status"] == "scheduled" and race["room"] == f"/ws/rooms/{race['id']}"
+        me = await runner.me()
+        joined = await runner.register_for_race(race["id"])
+        assert me["id"] in joined["registered"]
+        with pytest.raises(ApiError) as again:
+            await runner.register_for_race(race["id"])
+        assert (again.value.status, again.value.code) == (409, "already_registered")
+        assert (await runner.race(race["id"]))["registered"] == [me["id"]]
+        results = await runner.race_results(race["id"])
+        assert results["status"] == "scheduled"
+        assert [r["status"] for r in results["results"]] == ["dnf"]
+        with pytest.raises(ApiError) as missing:
+            await runner.race("no-such-race")
+        assert missing.value.status == 404
+
+
+# The real room (docs/protocol.md), once server/rooms/ws.py exists
+
+
+def _room_endpoint_built() -> bool:
+    try:
+        importlib.import_module("server.rooms.ws")
+    except ImportError:
+        return False
+    return True
+
+
+needs_room = pytest.mark.skipif(not _room_endpoint_built(), reason="room endpoint not built yet")
+
+
+async def _race_with_runner(
+    server: LiveServer,
+) -> tuple[RetroRunClient, RetroRunClient, str]:
+    mod = await _moderator(server)
+    runner = await _signed_in(server, "live")
+    race = await mod.create_race("SDK live 400", 400, datetime.now(UTC) + timedelta(minutes=5))
+    await runner.register_for_race(race["id"])
+    return mod, runner, str(race["id"])
+
+
+async def _start(control: RoomConnection) -> float:
+    """The moderator fires a 3 s countdown; wait (bounded) for the gun. Returns `start_at`."""
+    countdown = await control.control("start", countdown_s=3, timeout_s=10)
+    assert countdown is not None and countdown["type"] == "countdown"
+    start_at = float(countdown["start_at"])
+    for _ in range(100):
+        if control.server_now() >= start_at + 0.2:
+            break
+        await asyncio.sleep(0.1)
+    return start_at
+
+
+def _fix_at(t: float, i: int) -> dict[str, float]:
+    return {"t": t, "lat": 52.5 + i * 2e-5, "lon": 13.4, "acc": 5.0, "heading": 180.0}
+
+
+@needs_room
+async def test_room_welcome_clock_sync_and_gps_acks(live_server: LiveServer) -> None:
+    mod, runner, race_id = await _race_with_runner(live_server)
+    async with mod, runner, runner.room(race_id) as room, mod.room(race_id) as control:
+        assert room.role == "runner" and room.you == (await runner.me())["id"]
+        assert control.role == "moderator"
+        assert room.epoch is not None and room.seq is not None
+        # same machine: the smoothed offset is tiny, and server_now() is the server's clock
+        assert room.offset_s is not None and abs(room.offset_s) < 2.0
+        assert abs(room.server_now() - time.time()) < 2.0
+        await _start(control)
+        now = room.server_now()
+        for i in range(6):
+            await room.send_gps(_fix_at(now - 6 + i, i))
+        await _acked(room)
+        assert room.acked_count == 6
+
+
+@needs_room
+async def test_room_reconnect_resumes_without_losing_fixes(live_server: LiveServer) -> None:
+    mod, runner, race_id = await _race_with_runner(live_server)
+    room = runner.room(race_id, backoff_base_s=0.05)
+    async with mod, runner, mod.room(race_id) as control, room:
+        await _start(control)
+        base = room.server_now() - 10.0
+        for i in range(5):
+            await room.send_gps(_fix_at(base + i, i))
+        await _acked(room)
+        room.abort_transport()  # a network failure
+        for i in range(5, 10):  # sent while reconnecting: queued, then sent in order
+            await room.send_gps(_fix_at(base + i, i))
+        await _acked(room)
+        assert room.reconnects == 1 and room.acked_count == 10
+        await control.control("pause", timeout_s=10)  # a broadcast after the reconnect
+        seqs = []
+        async with asyncio.timeout(10):
+            async for frame in room:
+                if "seq" in frame and frame["type"] != "welcome":
+                    seqs.append(frame["seq"])
+                if frame.get("event") == "paused":
+                    break
+        assert seqs == sorted(set(seqs))  # in order, each once, across the reconnect
+
+
+@needs_room
+async def test_room_close_for_good_is_not_retried(live_server: LiveServer) -> None:
+    mod, runner, race_id = await _race_with_runner(live_server)
+    async with mod, runner:
+        async with mod.room(race_id) as control:
+            await _start(control)
+            await control.control("close", timeout_s=10)
+        late = runner.room(race_id)
+        with pytest.raises(RoomClosed) as closed:
+            await late.connect()
+            async with asyncio.timeout(10):
+                async for _frame in late:
+                    pass
+        await late.close()
+        assert 4500 <= closed.value.code <= 4999
+        assert late.reconnects == 0
+
+
+async def _acked(room: RoomConnection) -> None:
+    for _ in range(500):  # bounded wait for the background reader
+        if not room.unacked:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{len(room.unacked)} fixes never acknowledged")

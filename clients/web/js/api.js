@@ -3,6 +3,16 @@
 
 const BASE = "/api/v1";
 const TOKEN_KEY = "retrorun.token";
+export const ME_KEY = "retrorun.me";
+
+/** The id of the signed-in runner (cached), so buffered runs upload only under their owner. */
+export function currentRunnerId() {
+  try {
+    return JSON.parse(localStorage.getItem(ME_KEY) || "null")?.id || null;
+  } catch {
+    return null;
+  }
+}
 
 export class ApiError extends Error {
   constructor(status, problem) {

@@ -1,6 +1,6 @@
 // RetroRun phone client: hash routing, the signed-in runner, the service worker.
 
-import { api, token, setUnauthorizedHandler, NetworkError } from "./api.js";
+import { api, token, setUnauthorizedHandler, NetworkError, ME_KEY, currentRunnerId } from "./api.js";
 import { h, render, errorBox } from "./ui.js";
 import { activeRun, pendingRuns, runStore } from "./store.js";
 import { flushPending, onUploadNews } from "./upload.js";
@@ -11,8 +11,6 @@ import { runsScreen, runScreen } from "./screens/runs.js";
 import { boardsScreen } from "./screens/boards.js";
 import { moreScreen, raceScreen, drillScreen } from "./screens/more.js";
 import { queueScreen, reviewScreen } from "./screens/moderation.js";
-
-const ME_KEY = "retrorun.me";
 
 export const session = {
   me: JSON.parse(localStorage.getItem(ME_KEY) || "null"),
@@ -89,7 +87,7 @@ async function route() {
 
 async function showNetwork() {
   const el = document.getElementById("net");
-  const waiting = (await pendingRuns()).length;
+  const waiting = (await pendingRuns(currentRunnerId())).length;
   const parts = [];
   if (!navigator.onLine) parts.push("Offline");
   if (waiting) parts.push(`${waiting} run${waiting > 1 ? "s" : ""} to upload`);
@@ -123,6 +121,6 @@ if ("serviceWorker" in navigator) {
   showNetwork();
   if (token.get()) flushPending();
   // In the middle of a run (a reload, a crash): straight back to the recording.
-  if (token.get() && (await activeRun())) go("record");
+  if (token.get() && (await activeRun(currentRunnerId()))) go("record");
   else route();
 })();

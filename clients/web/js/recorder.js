@@ -45,9 +45,10 @@ function clean(fix) {
 }
 
 /** A new buffered run, saved before the first fix. The key doubles as the Idempotency-Key. */
-export async function newRun(checklist) {
+export async function newRun(checklist, runnerId) {
   const run = {
     key: uuid(),
+    runnerId,
     state: "recording",
     startedAt: Date.now(),
     checklist,

@@ -112,12 +112,16 @@ export function runStore() {
   return opened;
 }
 
-export async function activeRun() {
+/** The run being recorded by this runner, if any (a phone may be shared between runners). */
+export async function activeRun(runnerId) {
   const runs = await (await runStore()).allRuns();
-  return runs.filter((r) => r.state === "recording").sort((a, b) => b.startedAt - a.startedAt)[0];
+  return runs.filter((r) => r.state === "recording" && r.runnerId === runnerId)
+    .sort((a, b) => b.startedAt - a.startedAt)[0];
 }
 
-export async function pendingRuns() {
+/** This runner's stopped runs that the server does not have yet, oldest first. */
+export async function pendingRuns(runnerId) {
   const runs = await (await runStore()).allRuns();
-  return runs.filter((r) => r.state === "pending").sort((a, b) => a.startedAt - b.startedAt);
+  return runs.filter((r) => r.state === "pending" && r.runnerId === runnerId)
+    .sort((a, b) => a.startedAt - b.startedAt);
 }

@@ -1,7 +1,7 @@
 // Uploading finished runs: POST /api/v1/runs with the run's Idempotency-Key, retried with
 // back-off while offline or while the server fails, so no run is lost and none counts twice.
 
-import { api, ApiError, NetworkError } from "./api.js";
+import { api, ApiError, NetworkError, currentRunnerId } from "./api.js";
 import { pendingRuns, runStore } from "./store.js";
 
 const RETRY_S = [1, 2, 4, 8, 15, 30];
@@ -72,7 +72,8 @@ export function flushPending() {
   if (flushing) return flushing;
   flushing = (async () => {
     try {
-      for (const run of await pendingRuns()) await uploadOne(run);
+      const me = currentRunnerId();
+      if (me) for (const run of await pendingRuns(me)) await uploadOne(run);
     } finally {
       flushing = null;
     }

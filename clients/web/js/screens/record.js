@@ -20,7 +20,7 @@ export function feed(fix) {
 function update() {
   if (!live || !recorder || !document.contains(live.root)) return;
   const r = recorder.run;
-  live.time.textContent = clock(recorder.elapsed_s);
+  live.time.textContent = clock(Math.max(recorder.elapsed_s, recorder.fixSpan_s));
   live.distance.textContent = km(r.distance_m);
   live.pace.textContent = pace(recorder.fixSpan_s, r.distance_m);
   live.fixes.textContent = String(r.fixCount);
@@ -132,7 +132,8 @@ function uploadView(ctx, key) {
 
 async function checklistView(ctx) {
   const store = await runStore();
-  const waiting = (await store.allRuns()).filter((r) => r.state === "pending" || r.state === "failed");
+  const waiting = (await store.allRuns()).filter((r) => r.runnerId === ctx.session.me.id
+    && (r.state === "pending" || r.state === "failed"));
   const boxes = CHECKLIST.map(([key, label]) => {
     const input = h("input", { type: "checkbox", name: key, id: `check-${key}` });
     return [key, input, h("label.check", { for: `check-${key}` }, input, label)];
@@ -148,7 +149,7 @@ async function checklistView(ctx) {
       (async () => {
         try {
           await compass;
-          const run = await newRun(checklist);
+          const run = await newRun(checklist, ctx.session.me.id);
           recorder = new Recorder(run, update);
           recorder.start();
           if (ctx.isCurrent()) liveView(ctx);
@@ -178,8 +179,12 @@ async function checklistView(ctx) {
 }
 
 export async function recordScreen(ctx) {
+  if (recorder && recorder.run.runnerId !== ctx.session.me.id) {
+    recorder.detach(); // another runner signed in on this phone: the run waits for its owner
+    recorder = null;
+  }
   if (recorder) return liveView(ctx);
-  const run = await activeRun();
+  const run = await activeRun(ctx.session.me.id);
   if (run) {
     // A reload (or a crash) in the middle of a run: carry on with the buffered fixes.
     recorder = new Recorder(run, update);
