@@ -477,7 +477,10 @@ def evolve(state: RaceState, evt: RaceEvent) -> RaceState:
         case RaceAborted():
             return replace(state, status=RaceStatus.ABORTED)
         case RunnerDisqualified():
-            return replace(state, disqualified={**state.disqualified, evt.runner_id: evt.reason})
+            after = replace(state, disqualified={**state.disqualified, evt.runner_id: evt.reason})
+            if state.status == RaceStatus.FINISHED:  # a late DQ re-ranks the published results
+                return replace(after, results=tuple(results(after)))
+            return after
         case RunnerFinished():
             result = Result(
                 evt.runner_id, evt.time_s, evt.distance_m, evt.status, evt.score, tuple(evt.codes)

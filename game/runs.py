@@ -218,7 +218,8 @@ def _submit(state: RunState, cmd: SubmitRun, now: datetime) -> list[RunEvent]:
         low_confidence=verdict.low_confidence,
         record_eligible=verdict.record_eligible and cmd.replay_of is None,
         checklist=dict(cmd.checklist),
-        best_efforts_s=best_efforts_s(cmd.track) if status != RunStatus.REJECTED else {},
+        # kept even when rejected: a moderator's later approval credits them
+        best_efforts_s=best_efforts_s(cmd.track) if verdict.fixes_used >= 2 else {},
     )
     codes = [str(f["code"]) for f in flags]
     follow: RunEvent

@@ -24,6 +24,15 @@ def race_run_id(race_id: str, runner_id: str) -> str:
     return str(uuid.uuid5(_RACE_RUN_NS, f"{race_id}:{runner_id}"))
 
 
+def _without(results: list[dict[str, Any]], runner_id: str) -> list[dict[str, Any]]:
+    """Published results with one runner disqualified: the places after theirs move up."""
+    placed = [r for r in results if r["place"] is not None and r["runner_id"] != runner_id]
+    rest = [r for r in results if r["place"] is None and r["runner_id"] != runner_id]
+    out = [{**r, "place": i} for i, r in enumerate(placed, start=1)]
+    dq = {"place": None, "runner_id": runner_id, "time_s": None, "distance_m": None, "status": "dq"}
+    return [*out, *rest, dq]
+
+
 class RaceHandlers:
     """Event handlers for race streams (mixed into `CoreProjection`)."""
 
@@ -115,6 +124,10 @@ class RaceHandlers:
         self, conn: AsyncConnection, d: dict[str, Any], pos: int
     ) -> None:
         """A disqualification after the results withdraws the credited race run."""
+        race = (await conn.execute(select(RACES).where(RACES.c.id == d["race_id"]))).first()
+        if race is not None and race.results:  # results were published: re-rank them
+            reranked = _without(race.results, d["runner_id"])
+            await self._race_update(conn, d["race_id"], results=reranked)
         run_id = race_run_id(d["race_id"], d["runner_id"])
         row = (await conn.execute(select(RUNS).where(RUNS.c.id == run_id))).first()
         if row is None or row.status != "verified":

@@ -100,10 +100,11 @@ def test_a_mock_location_run_is_sent_to_review_with_its_codes() -> None:
     assert state.status == "review" and state.credited_distance_m == 0.0
 
 
-def test_a_car_is_rejected_by_the_pace_check_without_best_efforts() -> None:
+def test_a_car_is_rejected_but_keeps_its_best_efforts_for_a_moderator() -> None:
     state, events = submitted(make_track(Profile.CAR, seed=1))
     recorded, follow = events
-    assert recorded.status == "rejected" and recorded.best_efforts_s == {}
+    assert recorded.status == "rejected"
+    assert {"400m", "mile"} <= recorded.best_efforts_s.keys()
     assert isinstance(follow, RunRejected) and follow.by == "pace_check"
     assert {"vehicle_speed", "superhuman_speed"} & set(follow.codes)
     assert state.status == "rejected" and state.credited_distance_m == 0.0

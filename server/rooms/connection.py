@@ -1,0 +1,178 @@
+"""One socket of a room: a bounded outgoing queue drained by its own sender task.
+
+The room never waits on a socket: `deliver` only queues. A newer standings frame replaces an
+unsent older one, so a slow phone gets the latest standings, not a backlog. A consumer whose
+queue overflows, or whose socket has not taken a frame for `max_lag_s`, is closed with 1013
+(it may reconnect and resume); the others never notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import deque
+
+from starlette.websockets import WebSocket
+
+from server.rooms.backplane.base import Outbound
+
+#: Frames (events, direct frames) a connection may have waiting before it counts as too slow.
+MAX_QUEUED = 1024
+MAX_LAG_S = 5.0
+CLOSE_WAIT_S = 10.0
+SLOW_CONSUMER = 1013
+
+
+class Connection:
+    """A signed-in socket in a room (a backplane `Subscriber`)."""
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        runner_id: str,
+        role: str,
+        *,
+        moderator: bool,
+        max_queued: int = MAX_QUEUED,
+        max_lag_s: float = MAX_LAG_S,
+    ) -> None:
+        self.ws = ws
+        self._conn_id = uuid.uuid4().hex
+        self._runner_id = runner_id
+        self.role = role
+        self._moderator = moderator
+        self._queue: deque[Outbound] = deque()
+        self._standings: Outbound | None = None  # the unsent standings frame in the queue
+        self._wake = asyncio.Event()
+        self._max_queued = max_queued
+        self._max_lag_s = max_lag_s
+        self._welcomed = False
+        self._sent_seq = 0
+        self._sending_since = 0.0
+        self.close_code = 0
+        self.done = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    @property
+    def conn_id(self) -> str:
+        return self._conn_id
+
+    @property
+    def runner_id(self) -> str:
+        return self._runner_id
+
+    @property
+    def moderator(self) -> bool:
+        return self._moderator
+
+    def start(self) -> None:
+        self._sender = asyncio.create_task(self._send_loop(), name=f"ws-send-{self._conn_id}")
+
+    def deliver(self, out: Outbound) -> None:
+        """Queue a frame (never blocks); too slow a consumer is closed with 1013."""
+        if self.close_code:
+            return
+        if out.kind == "close":
+            self.close(out.close_code, flush=True)
+            return
+        if self._sending_since and time.monotonic() - self._sending_since > self._max_lag_s:
+            self.close(SLOW_CONSUMER)
+            return
+        q = self._queue
+        if out.kind == "welcome" or out.kind == "replay":
+            # it supersedes every queued event up to its seq (and the client's earlier view)
+            kept = [o for o in q if o.kind not in ("event", "standings") or o.seq > out.seq]
+            q.clear()
+            q.extend(kept)
+            q.appendleft(out) if out.kind == "welcome" else q.append(out)
+            self._standings = None
+            self._welcomed = True
+        elif out.kind == "standings":
+            if self._standings is not None:
+                with contextlib.suppress(ValueError):
+                    q.remove(self._standings)
+            self._standings = out
+            q.append(out)
+        else:
+            if len(q) >= self._max_queued:
+                self.close(SLOW_CONSUMER)
+                return
+            q.append(out)
+        self._wake.set()
+
+    def _text(self, out: Outbound) -> str:
+        if out.kind == "standings":
+            you = out.personal.get(self._runner_id) if out.personal else None
+            return out.text + (',"you":' + you + "}" if you is not None else "}")
+        if out.kind == "pong":
+            return out.text + ',"t2":' + repr(round(time.time(), 6)) + "}"
+        return out.text
+
+    async def _send_loop(self) -> None:
+        ws, q = self.ws, self._queue
+        try:
+            while True:
+                if not q or not self._welcomed:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                out = q.popleft()
+                self._sending_since = time.monotonic()
+                if out is self._standings:
+                    self._standings = None
+                frames = out.batch if out.kind == "replay" else (out,)
+                for item in frames:
+                    if item.kind == "event":
+                        if item.seq <= self._sent_seq and out.kind != "replay":
+                            continue
+                        self._sent_seq = max(self._sent_seq, item.seq)
+                    elif item.kind == "welcome":
+                        self._sent_seq = item.seq
+                    self._sending_since = time.monotonic()
+                    await ws.send_text(self._text(item))
+                self._sending_since = 0.0
+                if out.kind == "replay":
+                    self._sent_seq = max(self._sent_seq, out.seq)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the socket went away: the reader sees the disconnect
+            self.done.set()
+
+    def close(self, code: int, *, flush: bool = False, reason: str = "") -> None:
+        """Close the socket with `code`: at once, or after the queued frames (`flush`)."""
+        if self.close_code:
+            return
+        self.close_code = code
+        self._closer = asyncio.create_task(self._close(code, flush, reason))
+
+    async def _close(self, code: int, flush: bool, reason: str) -> None:
+        sender = self._sender
+        try:
+            if flush and sender is not None and not sender.done():
+                deadline = time.monotonic() + CLOSE_WAIT_S
+                while (
+                    (self._queue or self._sending_since)
+                    and time.monotonic() < deadline
+                    and not sender.done()
+                ):
+                    await asyncio.sleep(0.01)
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sender
+            # a slow consumer's close frame waits behind what its socket holds; bounded
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(code, reason), CLOSE_WAIT_S)
+        finally:
+            self.done.set()
+
+    async def stop(self) -> None:
+        """Cancel the sender (the socket is gone)."""
+        for task in (self._sender, self._closer):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task

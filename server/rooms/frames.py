@@ -1,0 +1,93 @@
+"""Server frames built from race state, events and standings (plain dicts, encoded by the room)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from game import races
+from game.pace import Flag
+
+LEADERS = 10
+
+#: Pace verdict at the finish -> the status results and standings show.
+FINISH_STATUS = {"verified": "finished", "review": "review", "rejected": "dq"}
+
+
+def race_summary(state: races.RaceState, now: float) -> dict[str, Any]:
+    return {
+        "id": state.race_id,
+        "title": state.title,
+        "distance_m": state.distance_m,
+        "status": races.status_at(state, now).value,
+        "scheduled_at": state.scheduled_at,
+        "start_at": state.start_at,
+        "paused_s": state.paused_s,
+        "capacity": state.capacity,
+        "organiser_id": state.organiser_id,
+        "registered": len(state.registered),
+    }
+
+
+def standing_row(s: races.Standing) -> dict[str, Any]:
+    return {
+        "rank": s.rank,
+        "runner_id": s.runner_id,
+        "distance_m": s.distance_m,
+        "time_s": s.time_s,
+        "status": s.status,
+    }
+
+
+def event_frame(evt: Any, now: float) -> dict[str, Any] | None:
+    """The broadcast for a race event (None: not broadcast)."""
+    match evt:
+        case races.CountdownStarted():
+            return {
+                "type": "countdown",
+                "start_at": evt.start_at,
+                "countdown_s": round(max(0.0, evt.start_at - now), 3),
+            }
+        case races.RacePaused():
+            return {"type": "event", "event": "paused", "at": evt.at}
+        case races.RaceResumed():
+            return {"type": "event", "event": "resumed", "at": evt.at, "paused_s": evt.paused_s}
+        case races.RaceAborted():
+            return {"type": "event", "event": "aborted", "at": evt.at, "reason": evt.reason}
+        case races.RunnerDisqualified():
+            return {
+                "type": "event",
+                "event": "disqualified",
+                "runner_id": evt.runner_id,
+                "reason": evt.reason,
+            }
+        case races.RunnerFinished():
+            return {
+                "type": "event",
+                "event": "runner_finished",
+                "runner_id": evt.runner_id,
+                "time_s": evt.time_s,
+                "distance_m": evt.distance_m,
+                "status": FINISH_STATUS.get(evt.status, "review"),
+            }
+        case races.RunnerRegistered():
+            return {"type": "event", "event": "registered", "runner_id": evt.runner_id}
+        case races.RunnerWithdrew():
+            return {"type": "event", "event": "withdrew", "runner_id": evt.runner_id}
+        case races.RaceFinished():
+            return {"type": "event", "event": "closed", "at": evt.at, "results": evt.results}
+    return None
+
+
+def flag_frame(flag_id: int, runner_id: str, flag: Flag, now: float) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "event": "flag",
+        "id": flag_id,
+        "runner_id": runner_id,
+        "code": flag.code,
+        "message": flag.message,
+        "points": flag.points,
+        "hard_fail": flag.hard_fail,
+        "evidence": dict(flag.evidence),
+        "at": round(now, 3),
+    }

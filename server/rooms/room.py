@@ -1,0 +1,671 @@
+"""The room runtime of one race: authoritative live state on the server.
+
+Gather, decide, append, publish. The room folds the race stream (`game.races.evolve`), feeds fixes
+to the pure `RaceLive` engine, turns its outcomes into race commands, and broadcasts the events
+once committed. Input is handled by one task (in memory, never waiting on the database); every
+write goes through one writer task, so the room is the stream's only writer while it runs and
+appends at the version it holds (it catches up on a conflict, e.g. a registration made through the
+API). Fixes are buffered per runner and stored every second (or 50 fixes) in one transaction
+(chunk rows + `FixesStored` events); a fix is acked only after that commit, so an acked fix
+survives a crash, and a restarted room rebuilds `RaceLive` from the stored chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import insert, select
+
+from game import races
+from game.errors import DomainError
+from game.events import fold, from_data
+from game.track import Fix, Track
+from server.rooms import frames
+from server.rooms.backplane.base import Backplane, Inbound, Outbound
+from server.rooms.protocol import (
+    ControlAbort,
+    ControlClose,
+    ControlDisqualify,
+    ControlPause,
+    ControlResume,
+    ControlStart,
+    GpsFrame,
+    ReadyFrame,
+    ResumeFrame,
+    encode,
+    error,
+)
+from server.store.db import writer
+from server.store.event_store import ConcurrencyError, EventStore, NewEvent
+from server.store.read_models import RaceFixChunkRow
+from server.tracks import decode_track, encode_track
+
+log = logging.getLogger(__name__)
+CHUNKS = RaceFixChunkRow.__table__  # type: ignore[attr-defined]
+
+FLUSH_S = 1.0
+FLUSH_FIXES = 50
+HISTORY = 1000
+FLAGS_KEPT = 200
+SAFETY_TICK_S = 1.0
+CATCH_UP_S = 2.0
+MAX_ATTEMPTS = 5
+SYSTEM = "room"
+#: Close code once the race is over: do not reconnect.
+ROOM_OVER = 4504
+_LIVE = (races.RaceStatus.COUNTDOWN, races.RaceStatus.RUNNING, races.RaceStatus.PAUSED)
+_CONTROLLERS = ("moderator", "admin")
+
+
+class RoomNotFound(LookupError):
+    """No race with that id."""
+
+
+@dataclass(slots=True)
+class _Feed:
+    """One runner's fixes in this room."""
+
+    applied_seq: int = 0  # highest seq fed to the engine
+    durable_seq: int = 0  # highest seq committed (acked)
+    next_chunk: int = 0
+    buffer: list[tuple[int, Fix, str | None]] = field(default_factory=list)
+    echo: float | None = None
+
+
+@dataclass(slots=True)
+class _Job:
+    commands: list[Any]
+    actor: str
+    conn_id: str | None = None
+    cid: str | None = None
+
+
+_FLUSH, _CATCH_UP, _STOP = "flush", "catch-up", "stop"
+
+
+class Room:
+    """The live room of race `race_id` (owned by this process)."""
+
+    def __init__(
+        self,
+        race_id: str,
+        store: EventStore,
+        backplane: Backplane,
+        *,
+        tick_hz: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.race_id = race_id
+        self.stream_id = f"race-{race_id}"
+        self.store = store
+        self.backplane = backplane
+        self.tick_s = 1.0 / tick_hz
+        self.clock = clock
+        self.epoch = secrets.token_hex(6)
+        self.seq = 0
+        self.history: deque[Outbound] = deque(maxlen=HISTORY)
+        self.state = races.initial_state()
+        self.version = 0
+        self.live: races.RaceLive | None = None
+        self.feeds: dict[str, _Feed] = {}
+        self.flags: deque[dict[str, Any]] = deque(maxlen=FLAGS_KEPT)
+        self._flag_id = 0
+        self._flagged: set[tuple[str, str]] = set()
+        self.ready: set[str] = set()
+        self._inbox: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=10_000)
+        self._jobs: deque[_Job | str] = deque()
+        self._job_ready = asyncio.Event()
+        self._dirty = False
+        self._tick = 0
+        self._last_standings: Outbound | None = None
+        self._closing_requested = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.idle_since = time.monotonic()
+
+    # lifecycle
+
+    async def open(self) -> None:
+        """Load the race (raises `RoomNotFound`), rebuild live state, start the room's tasks."""
+        recorded = await self.store.load(self.stream_id)
+        self.state = fold(
+            races.evolve, races.initial_state(), (from_data(e.type, e.data) for e in recorded)
+        )
+        self.version = recorded[-1].version if recorded else 0
+        if self.state.status == races.RaceStatus.NONE:
+            raise RoomNotFound(self.race_id)
+        await self._rebuild()
+        if not await self.backplane.claim(self.race_id, self._inbox.put):
+            raise RuntimeError(f"room {self.race_id} is owned elsewhere")
+        self._tasks = [
+            asyncio.create_task(self._input_loop(), name=f"room-in-{self.race_id}"),
+            asyncio.create_task(self._ticker(), name=f"room-tick-{self.race_id}"),
+            asyncio.create_task(self._writer_loop(), name=f"room-write-{self.race_id}"),
+        ]
+
+    async def close(self, code: int = 1012) -> None:
+        """Store what is buffered, close the sockets with `code`, stop."""
+        if not self._tasks:
+            return
+        *others, writer_task = self._tasks
+        for task in others:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # let the writer finish what it holds (never cancel it mid-commit), then stop
+        self._enqueue(_FLUSH)
+        self._enqueue(_STOP)
+        try:
+            await asyncio.wait_for(asyncio.shield(writer_task), 15.0)
+        except Exception:
+            log.exception("room %s: writer did not stop cleanly", self.race_id)
+            writer_task.cancel()
+        await self.backplane.publish(self.race_id, Outbound("close", "", close_code=code))
+        await self.backplane.release(self.race_id)
+
+    @property
+    def over(self) -> bool:
+        """The race finished or was aborted."""
+        return self.state.status in (races.RaceStatus.FINISHED, races.RaceStatus.ABORTED)
+
+    def is_controller(self, runner_id: str, role: str) -> bool:
+        return role in _CONTROLLERS or runner_id == self.state.organiser_id
+
+    @property
+    def busy(self) -> bool:
+        """Live, or holding fixes not yet stored: not to be evicted."""
+        live = races.status_at(self.state, self.clock()) in _LIVE
+        return live or any(f.buffer for f in self.feeds.values()) or bool(self._jobs)
+
+    async def _rebuild(self) -> None:
+        """Rebuild `RaceLive` from the stored fix chunks (a restart mid-race resumes)."""
+        st = self.state
+        if st.start_at is None:
+            return
+        live = self.live = self._new_live()
+        stmt = (
+            select(CHUNKS)
+            .where(CHUNKS.c.race_id == self.race_id)
+            .order_by(CHUNKS.c.runner_id, CHUNKS.c.chunk)
+        )
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        now = self.clock()
+        for row in rows:
+            feed = self.feeds.setdefault(row.runner_id, _Feed())
+            feed.applied_seq = feed.durable_seq = max(feed.durable_seq, row.last_seq)
+            feed.next_chunk = max(feed.next_chunk, row.chunk + 1)
+            track = await asyncio.to_thread(decode_track, row.data)
+            for fix in track.fixes():
+                outcome = live.add_fix(row.runner_id, fix, max(now, fix.t))
+                if outcome.finish is not None and row.runner_id not in st.finished:
+                    self._enqueue(_Job([outcome.finish], SYSTEM))
+        for runner_id in st.disqualified:
+            live.disqualify(runner_id)
+        self._dirty = True
+
+    def _new_live(self) -> races.RaceLive:
+        st = self.state
+        assert st.start_at is not None
+        live = races.RaceLive(st.distance_m, st.start_at)
+        live.paused_s = st.paused_s
+        live.paused_at = st.paused_at
+        return live
+
+    # output
+
+    async def _publish(self, out: Outbound) -> None:
+        await self.backplane.publish(self.race_id, out)
+
+    async def _broadcast(self, frame: dict[str, Any]) -> None:
+        self.seq += 1
+        frame["seq"] = self.seq
+        frame["epoch"] = self.epoch
+        out = Outbound("event", encode(frame), seq=self.seq)
+        self.history.append(out)
+        await self._publish(out)
+
+    async def _direct(self, conn_id: str, text: str) -> None:
+        await self._publish(Outbound("direct", text, audience="connection", to=conn_id))
+
+    async def _refuse(self, msg: Inbound, code: str, message: str, cid: str | None) -> None:
+        ref = cid or (msg.frame.type if msg.frame is not None else None)
+        await self._direct(msg.conn_id, error(code, message, ref))
+
+    async def _flag(self, runner_id: str, flag: Any, now: float) -> None:
+        self._flag_id += 1
+        frame = frames.flag_frame(self._flag_id, runner_id, flag, now)
+        self.flags.append(frame)
+        await self._publish(Outbound("direct", encode(frame), audience="moderators"))
+
+    def _welcome(self, runner_id: str, role: str, moderator: bool, now: float) -> Outbound:
+        st = self.state
+        snapshot: dict[str, Any] = {"race": frames.race_summary(st, now), "results": None}
+        if st.results:
+            snapshot["results"] = list(st.results)
+        standings = self.live.standings(st.registered) if self.live is not None else []
+        snapshot["leaders"] = [frames.standing_row(s) for s in standings[: frames.LEADERS]]
+        snapshot["count"] = len(standings)
+        mine = next((s for s in standings if s.runner_id == runner_id), None)
+        snapshot["you"] = self._personal_row(mine) if mine is not None else None
+        if moderator:
+            snapshot["flags"] = list(self.flags)
+            snapshot["ready"] = sorted(self.ready)
+        feed = self.feeds.get(runner_id)
+        registered = runner_id in st.registered
+        frame = {
+            "type": "welcome",
+            "room": self.race_id,
+            "role": "runner" if registered else ("moderator" if moderator else "spectator"),
+            "you": runner_id,
+            "control": moderator,
+            "acked_seq": feed.durable_seq if feed is not None else 0,
+            "snapshot": snapshot,
+            "seq": self.seq,
+            "epoch": self.epoch,
+            "server_time": round(now, 6),
+        }
+        return Outbound("welcome", encode(frame), seq=self.seq)
+
+    def _personal_row(self, s: races.Standing) -> dict[str, Any]:
+        row = frames.standing_row(s)
+        feed = self.feeds.get(s.runner_id)
+        row["echo"] = feed.echo if feed is not None else None
+        return row
+
+    # input
+
+    async def _input_loop(self) -> None:
+        while True:
+            msg = await self._inbox.get()
+            try:
+                await self._handle(msg)
+            except Exception:
+                log.exception("room %s: input failed", self.race_id)
+
+    async def _handle(self, msg: Inbound) -> None:
+        now = self.clock()
+        if msg.kind == "join":
+            moderator = bool(msg.extra.get("moderator"))
+            out = self._welcome(msg.runner_id, msg.role, moderator, now)
+            await self._publish(_to(out, msg.conn_id))
+            if self.over:  # the results are in the welcome; the room is closed for good
+                await self._publish(_to(Outbound("close", "", close_code=ROOM_OVER), msg.conn_id))
+            return
+        if msg.kind == "leave":
+            return
+        frame = msg.frame
+        match frame:
+            case GpsFrame():
+                await self._gps(msg, frame, now)
+            case ReadyFrame():
+                if msg.runner_id not in self.state.registered:
+                    await self._refuse(
+                        msg, "not_registered", "register for the race first", frame.cid
+                    )
+                    return
+                self.ready.add(msg.runner_id)
+                ready = {"type": "event", "event": "ready", "runner_id": msg.runner_id}
+                await self._publish(Outbound("direct", encode(ready), audience="moderators"))
+            case ResumeFrame():
+                await self._resume(msg, frame, now)
+            case (
+                ControlStart()
+                | ControlPause()
+                | ControlResume()
+                | ControlAbort()
+                | ControlDisqualify()
+                | ControlClose()
+            ):
+                if not self.is_controller(msg.runner_id, msg.role):
+                    await self._refuse(
+                        msg,
+                        "forbidden",
+                        "only moderators and the organiser control a race",
+                        frame.cid,
+                    )
+                    return
+                command = _command(frame, msg.runner_id)
+                self._enqueue(_Job([command], msg.runner_id, msg.conn_id, frame.cid))
+            case _:
+                await self._refuse(msg, "unknown_type", "not a room frame", None)
+
+    async def _gps(self, msg: Inbound, frame: GpsFrame, now: float) -> None:
+        st, runner_id = self.state, msg.runner_id
+        if runner_id not in st.registered:
+            await self._refuse(
+                msg, "not_registered", "only registered runners send fixes", frame.cid
+            )
+            return
+        if races.status_at(st, now) not in _LIVE or self.live is None:
+            await self._refuse(msg, "race_not_live", "the race is not live", frame.cid)
+            return
+        if runner_id in st.disqualified:
+            await self._refuse(msg, "disqualified", "you are disqualified", frame.cid)
+            return
+        feed = self.feeds.get(runner_id)
+        if feed is None:
+            feed = self.feeds[runner_id] = _Feed()
+        if frame.seq <= feed.applied_seq:  # a resent fix: applied once, acked again
+            if frame.seq <= feed.durable_seq:
+                await self._ack(runner_id, frame.seq, frame.cid)
+            return
+        fix = Fix(
+            frame.t,
+            frame.lat,
+            frame.lon,
+            acc_m=frame.acc,
+            speed_mps=frame.speed,
+            course_deg=frame.course,
+            heading_deg=frame.heading,
+            cadence_spm=frame.cadence,
+            mock=frame.mock,
+        )
+        feed.applied_seq = frame.seq
+        feed.buffer.append((frame.seq, fix, frame.cid))
+        if frame.echo is not None:
+            feed.echo = frame.echo
+        outcome = self.live.add_fix(runner_id, fix, now)
+        self._dirty = True
+        for flag in outcome.flags:
+            if flag.hard_fail:
+                self._flagged.add((runner_id, flag.code))
+                await self._flag(runner_id, flag, now)
+        finish = outcome.finish
+        if finish is not None and runner_id not in st.finished:
+            for flag in finish.verdict.flags:
+                if flag.hard_fail and (runner_id, flag.code) not in self._flagged:
+                    self._flagged.add((runner_id, flag.code))
+                    await self._flag(runner_id, flag, now)
+            self._enqueue(_Job([finish], SYSTEM))
+        if len(feed.buffer) >= FLUSH_FIXES:
+            self._enqueue(_FLUSH)
+
+    async def _ack(self, runner_id: str, seq: int, cid: str | None) -> None:
+        frame: dict[str, Any] = {"type": "ack", "seq": seq}
+        if cid is not None:
+            frame["cid"] = cid
+        await self._publish(Outbound("direct", encode(frame), audience="runner", to=runner_id))
+
+    async def _resume(self, msg: Inbound, frame: ResumeFrame, now: float) -> None:
+        hist = self.history
+        oldest = hist[0].seq if hist else self.seq + 1
+        same_epoch = frame.epoch is None or frame.epoch == self.epoch
+        if same_epoch and oldest - 1 <= frame.after_seq <= self.seq:
+            batch = tuple(o for o in hist if o.seq > frame.after_seq)
+            await self._publish(
+                Outbound("replay", "", "connection", msg.conn_id, seq=self.seq, batch=batch)
+            )
+            if self._last_standings is not None:
+                await self._publish(_to(self._last_standings, msg.conn_id))
+        else:
+            moderator = bool(msg.extra.get("moderator"))
+            welcome = self._welcome(msg.runner_id, msg.role, moderator, now)
+            await self._publish(_to(welcome, msg.conn_id))
+        if frame.after_flag is not None and bool(msg.extra.get("moderator")):
+            for f in self.flags:
+                if f["id"] > frame.after_flag:
+                    await self._direct(msg.conn_id, encode(f))
+
+    # ticking
+
+    async def _ticker(self) -> None:
+        next_safety = next_catch_up = time.monotonic()
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                now, mono = self.clock(), time.monotonic()
+                if self._dirty and self.live is not None:
+                    await self._standings(now)
+                if mono >= next_safety:
+                    next_safety = mono + SAFETY_TICK_S
+                    await self._safety(now)
+                if mono >= next_catch_up:
+                    next_catch_up = mono + CATCH_UP_S
+                    if await self.store.version(self.stream_id) > self.version:
+                        self._enqueue(_CATCH_UP)
+            except Exception:
+                log.exception("room %s: tick failed", self.race_id)
+
+    async def _standings(self, now: float) -> None:
+        assert self.live is not None
+        self._dirty = False
+        self._tick += 1
+        rows = self.live.standings(self.state.registered)
+        head = {
+            "type": "standings",
+            "epoch": self.epoch,
+            "as_of_seq": self.seq,
+            "tick": self._tick,
+            "at": round(now, 3),
+            "count": len(rows),
+            "leaders": [frames.standing_row(s) for s in rows[: frames.LEADERS]],
+        }
+        text = encode(head)[:-1]  # the closing brace comes with the per-runner part
+        personal = {s.runner_id: orjson.dumps(self._personal_row(s)).decode() for s in rows}
+        out = Outbound("standings", text, seq=self.seq, personal=personal)
+        self._last_standings = out
+        await self._publish(out)
+
+    async def _safety(self, now: float) -> None:
+        if self.live is None or races.status_at(self.state, now) != races.RaceStatus.RUNNING:
+            return
+        for runner_id, flags in self.live.tick(now).items():
+            for flag in flags:
+                await self._flag(runner_id, flag, now)
+
+    # writing
+
+    def _enqueue(self, job: _Job | str) -> None:
+        self._jobs.append(job)
+        self._job_ready.set()
+
+    async def _writer_loop(self) -> None:
+        next_flush = time.monotonic() + FLUSH_S
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._job_ready.wait(), max(0.0, next_flush - time.monotonic())
+                )
+            self._job_ready.clear()
+            try:
+                while self._jobs:
+                    job = self._jobs.popleft()
+                    if job == _STOP:
+                        return
+                    if job == _FLUSH:
+                        await self._flush()
+                    elif job == _CATCH_UP:
+                        await self._catch_up()
+                    elif isinstance(job, _Job):
+                        await self._run(job)
+                if time.monotonic() >= next_flush:
+                    await self._flush()
+                    next_flush = time.monotonic() + FLUSH_S
+            except Exception:
+                log.exception("room %s: write failed", self.race_id)
+                await asyncio.sleep(0.5)
+
+    async def _run(self, job: _Job) -> None:
+        try:
+            await self._commit(job.commands, job.actor)
+        except DomainError as exc:
+            if job.conn_id is not None:
+                await self._direct(job.conn_id, error(exc.code, exc.message, job.cid or "control"))
+            else:
+                log.info("room %s: %s refused: %s", self.race_id, job.commands, exc.code)
+
+    async def _flush(self) -> None:
+        """Store every buffered fix in one transaction, then ack each fix to its runner."""
+        taken = [(rid, f, f.buffer) for rid, f in self.feeds.items() if f.buffer]
+        if not taken:
+            return
+        for _rid, f, _items in taken:
+            f.buffer = []
+
+        def build() -> list[tuple[Any, dict[str, Any]]]:
+            out = []
+            for rid, f, items in taken:
+                track = Track.from_fixes([fix for _seq, fix, _cid in items])
+                first, last = items[0][0], items[-1][0]
+                row = {
+                    "race_id": self.race_id,
+                    "runner_id": rid,
+                    "chunk": f.next_chunk,
+                    "first_seq": first,
+                    "last_seq": last,
+                    "data": encode_track(track),
+                }
+                out.append((races.StoreFixes(rid, f.next_chunk, first, last, len(items)), row))
+            return out
+
+        try:
+            pairs = await asyncio.to_thread(build)
+            stored = await self._commit_fixes(pairs)
+        except BaseException:
+            for _rid, f, items in taken:  # keep them for the next flush: nothing was acked
+                f.buffer = items + f.buffer
+            raise
+        for rid, f, items in taken:
+            if rid not in stored:
+                continue
+            f.next_chunk += 1
+            f.durable_seq = max(f.durable_seq, items[-1][0])
+            for seq, _fix, cid in items:
+                await self._ack(rid, seq, cid)
+
+    async def _commit_fixes(self, pairs: list[tuple[Any, dict[str, Any]]]) -> set[str]:
+        """Append `FixesStored` and insert the chunks; runners the decider refuses are dropped."""
+        for _attempt in range(MAX_ATTEMPTS):
+            now = datetime.now(UTC)
+            state, events, rows, stored = self.state, [], [], set()
+            for command, row in pairs:
+                try:
+                    new = races.decide(state, command, now)
+                except DomainError:
+                    continue
+                state = fold(races.evolve, state, new)
+                events += new
+                rows.append(row)
+                stored.add(command.runner_id)
+            if not events:
+                return stored
+            try:
+                await self._append(events, SYSTEM, rows)
+            except ConcurrencyError:
+                await self._catch_up()
+                continue
+            await self._applied(events, state)
+            return stored
+        raise ConcurrencyError(self.stream_id, self.version, -1)
+
+    async def _commit(self, commands: Sequence[Any], actor: str) -> None:
+        for _attempt in range(MAX_ATTEMPTS):
+            now = datetime.now(UTC)
+            state, events = self.state, []
+            for command in commands:
+                new = races.decide(state, command, now)
+                state = fold(races.evolve, state, new)
+                events += new
+            if not events:
+                return
+            try:
+                await self._append(events, actor, [])
+            except ConcurrencyError:
+                await self._catch_up()
+                continue
+            await self._applied(events, state)
+            return
+        raise ConcurrencyError(self.stream_id, self.version, -1)
+
+    async def _append(self, events: list[Any], actor: str, rows: list[dict[str, Any]]) -> None:
+        async with self.store.engine.connect() as raw:
+            conn = await writer(raw)
+            async with conn.begin():
+                if rows:
+                    await conn.execute(insert(CHUNKS), rows)
+                await self.store.append_in(
+                    conn,
+                    self.stream_id,
+                    self.version,
+                    [NewEvent.of(e) for e in events],
+                    meta={"actor": actor},
+                )
+        self.version += len(events)
+        self.store.notify_appended()
+
+    async def _catch_up(self) -> None:
+        recorded = await self.store.load(self.stream_id, after_version=self.version)
+        if not recorded:
+            return
+        events = [from_data(e.type, e.data) for e in recorded]
+        self.version = recorded[-1].version
+        await self._applied(events, fold(races.evolve, self.state, events))
+
+    async def _applied(self, events: list[Any], state: races.RaceState) -> None:
+        """Committed: adopt the new state, drive the live engine, broadcast."""
+        self.state = state
+        now = self.clock()
+        for evt in events:
+            if isinstance(evt, races.CountdownStarted):
+                self.live = self._new_live()
+            elif self.live is not None:
+                if isinstance(evt, races.RacePaused):
+                    self.live.paused_at = evt.at
+                elif isinstance(evt, races.RaceResumed):
+                    self.live.paused_s = state.paused_s
+                    self.live.paused_at = None
+                elif isinstance(evt, races.RunnerDisqualified):
+                    self.live.disqualify(evt.runner_id)
+            frame = frames.event_frame(evt, now)
+            if frame is not None:
+                await self._broadcast(frame)
+                self._dirty = True
+        if any(isinstance(e, races.RaceFinished | races.RaceAborted) for e in events):
+            if self.live is not None:
+                await self._standings(now)
+            await self._flush()  # ack what arrived before the end, then close for good
+            await self._publish(Outbound("close", "", close_code=ROOM_OVER))
+            return
+        done = set(state.finished) | set(state.disqualified)
+        if (
+            state.registered
+            and not self._closing_requested
+            and races.status_at(state, now) in (races.RaceStatus.RUNNING, races.RaceStatus.PAUSED)
+            and all(r in done for r in state.registered)
+        ):
+            self._closing_requested = True
+            self._enqueue(_Job([races.Close(SYSTEM)], SYSTEM))
+
+
+def _to(out: Outbound, conn_id: str) -> Outbound:
+    """The same frame, addressed to one connection."""
+    return Outbound(
+        out.kind, out.text, "connection", conn_id, out.seq, out.personal, out.batch, out.close_code
+    )
+
+
+def _command(frame: Any, by: str) -> Any:
+    match frame:
+        case ControlStart():
+            return races.StartCountdown(by, frame.countdown_s)
+        case ControlPause():
+            return races.Pause(by)
+        case ControlResume():
+            return races.Resume(by)
+        case ControlAbort():
+            return races.Abort(by, frame.reason)
+        case ControlDisqualify():
+            return races.Disqualify(by, frame.runner_id, frame.reason)
+        case ControlClose():
+            return races.Close(by)
+    raise ValueError(f"not a control frame: {frame!r}")

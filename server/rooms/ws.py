@@ -1,0 +1,218 @@
+"""`WS /ws/rooms/{room_id}`: sign in, join the room, relay frames both ways.
+
+Origin is checked here (Starlette's CORS middleware does not cover WebSockets). The first frame
+must be `auth {token}` within 5 s. Every later frame is size-checked, rate-limited and decoded;
+a bad frame gets an `error` frame and the connection stays open. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.websockets import WebSocketState
+
+from server import accounts, metrics
+from server.config import Settings
+from server.rooms.backplane.base import Inbound, Outbound
+from server.rooms.backplane.memory import NoOwner
+from server.rooms.connection import Connection
+from server.rooms.protocol import (
+    MAX_FRAME_CHARS,
+    AuthFrame,
+    FrameError,
+    PingFrame,
+    decode,
+    encode,
+    error,
+)
+from server.rooms.registry import RoomRegistry
+from server.rooms.room import RoomNotFound
+from server.security import InvalidToken, decode_token
+from server.store.tables import Runner
+
+router = APIRouter(tags=["rooms"])
+
+AUTH_TIMEOUT_S = 5.0
+RATE_PER_S, RATE_BURST = 20.0, 40.0
+#: More refused (rate-limited) frames than this within the window closes the socket with 4429.
+ABUSE_WINDOW_S, ABUSE_LIMIT = 5.0, 40
+MAX_ROOM_ID = 64
+
+
+class _Bucket:
+    """Token bucket: `rate` frames a second, bursts of `burst`."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, time.monotonic()
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@router.websocket("/ws/rooms/{room_id}")
+async def room_socket(websocket: WebSocket, room_id: str) -> None:
+    """A live room (a race's room id is its race id). Protocol: docs/protocol.md."""
+    settings: Settings = websocket.state.settings
+    origin = websocket.headers.get("origin")
+    if origin is not None and settings.allowed_origins and origin not in settings.allowed_origins:
+        await websocket.close(1008)  # before accept: the handshake is refused (403)
+        return
+    await websocket.accept()
+    metrics.WS_CONNECTIONS.inc()
+    try:
+        runner = await _authenticate(websocket, settings, websocket.state.engine)
+        if runner is not None:
+            await _serve(websocket, room_id, runner, websocket.state.rooms)
+    finally:
+        metrics.WS_CONNECTIONS.dec()
+
+
+async def _refuse_and_close(ws: WebSocket, code: str, message: str, close: int) -> None:
+    with contextlib.suppress(Exception):
+        await ws.send_text(error(code, message))
+        await ws.close(close)
+
+
+async def _authenticate(ws: WebSocket, settings: Settings, engine: AsyncEngine) -> Runner | None:
+    """The runner of the first frame's token, or None once the socket is closed."""
+    try:
+        msg = await asyncio.wait_for(ws.receive(), AUTH_TIMEOUT_S)
+    except TimeoutError:
+        await _refuse_and_close(ws, "auth_timeout", "send auth {token} within 5 s", 1008)
+        return None
+    if msg["type"] == "websocket.disconnect":
+        return None
+    text = msg.get("text")
+    if text is None:
+        await _refuse_and_close(ws, "binary_frame", "frames are JSON text", 1008)
+        return None
+    if len(text) > MAX_FRAME_CHARS:
+        await _refuse_and_close(ws, "too_large", "frames are at most 16 KiB", 1009)
+        return None
+    try:
+        frame = decode(text)
+    except FrameError as exc:
+        await _refuse_and_close(ws, exc.code, exc.message, 1008)
+        return None
+    if not isinstance(frame, AuthFrame):
+        await _refuse_and_close(ws, "not_authenticated", "the first frame is auth {token}", 1008)
+        return None
+    try:
+        claims = decode_token(settings.secret_key, frame.token)
+    except InvalidToken:
+        await _refuse_and_close(ws, "invalid_token", "the token is invalid or expired", 4401)
+        return None
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        runner = await accounts.runner_for_token(session, claims, datetime.now(UTC))
+    if runner is None:
+        await _refuse_and_close(ws, "invalid_token", "the token was revoked", 4401)
+        return None
+    if runner.banned:
+        await _refuse_and_close(ws, "banned", "this account is banned", 4503)
+        return None
+    return runner
+
+
+async def _serve(ws: WebSocket, room_id: str, runner: Runner, rooms: RoomRegistry) -> None:
+    try:
+        if len(room_id) > MAX_ROOM_ID:
+            raise RoomNotFound(room_id)
+        room = await rooms.get(room_id)
+    except RoomNotFound:
+        await _refuse_and_close(ws, "not_found", f"no room {room_id[:MAX_ROOM_ID]!r}", 4404)
+        return
+    backplane = rooms.backplane
+    conn = Connection(
+        ws, runner.id, runner.role, moderator=room.is_controller(runner.id, runner.role)
+    )
+    extra = {"moderator": conn.moderator}
+    backplane.subscribe(room_id, conn)
+    conn.start()
+    reader = asyncio.create_task(_read(conn, room_id, rooms, extra), name="ws-read")
+    try:
+        await backplane.forward(
+            room_id, Inbound(conn.conn_id, runner.id, runner.role, "join", extra=extra)
+        )
+        closed = asyncio.create_task(conn.done.wait())
+        await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
+        closed.cancel()
+    except NoOwner:
+        pass
+    finally:
+        backplane.unsubscribe(room_id, conn)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+        if not conn.close_code and ws.application_state == WebSocketState.CONNECTED:
+            # the client left, or the room went away: nothing more to say
+            conn.close(1000)
+        await conn.done.wait() if conn.close_code else None
+        await conn.stop()
+
+
+async def _read(conn: Connection, room_id: str, rooms: RoomRegistry, extra: dict[str, Any]) -> None:
+    ws, backplane = conn.ws, rooms.backplane
+    bucket = _Bucket(RATE_PER_S, RATE_BURST)
+    refused: deque[float] = deque()
+
+    def refuse(code: str, message: str, ref: str | None) -> None:
+        conn.deliver(Outbound("direct", error(code, message, ref)))
+
+    while True:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+        now = time.monotonic()
+        text: str | None = msg.get("text")
+        size = len(text) if text is not None else len(msg.get("bytes") or b"")
+        if size > MAX_FRAME_CHARS:
+            refuse("too_large", "frames are at most 16 KiB", None)
+            conn.close(1009, flush=True)
+            return
+        if not bucket.take(now):
+            refused.append(now)
+            while refused and refused[0] < now - ABUSE_WINDOW_S:
+                refused.popleft()
+            if len(refused) > ABUSE_LIMIT:
+                conn.close(4429, flush=True)
+                return
+            refuse("rate_limited", f"at most {RATE_PER_S:g} frames a second", None)
+            continue
+        if text is None:
+            refuse("binary_frame", "frames are JSON text", None)
+            continue
+        try:
+            frame = decode(text)
+        except FrameError as exc:
+            refuse(exc.code, exc.message, exc.ref)
+            continue
+        if isinstance(frame, PingFrame):
+            pong: dict[str, Any] = {"type": "pong", "t0": frame.t0, "t1": round(time.time(), 6)}
+            if frame.cid is not None:
+                pong["cid"] = frame.cid
+            conn.deliver(Outbound("pong", encode(pong)[:-1]))
+        elif isinstance(frame, AuthFrame):
+            refuse("already_authenticated", "this socket is signed in", frame.cid or "auth")
+        else:
+            message = Inbound(
+                conn.conn_id, conn.runner_id, conn.role, "frame", frame, time.time(), extra
+            )
+            try:
+                await backplane.forward(room_id, message)
+            except NoOwner:
+                return
