@@ -317,7 +317,7 @@ def _appeal(state: RunState, cmd: AppealRun) -> list[RunEvent]:
         raise Conflict("this run was already appealed")
     if not cmd.message.strip():
         raise InvalidCommand("an appeal needs a message")
-    return [RunAppealed(state.run_id, state.runner_id, cmd.message.strip()[:2000])]
+    return [RunAppealed(state.run_id, state.runner_id, cmd.message.strip())]
 
 
 def best_efforts_s(track: Track) -> dict[str, float]:

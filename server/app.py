@@ -13,7 +13,18 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.api import auth, challenges, clubs, health, moderation, profile, races, runs, streams
+from server.api import (
+    account,
+    auth,
+    challenges,
+    clubs,
+    health,
+    moderation,
+    profile,
+    races,
+    runs,
+    streams,
+)
 from server.api import boards as boards_api
 from server.boards import Leaderboards, leaderboards_from_settings
 from server.config import Settings
@@ -106,7 +117,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_exception_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(health.router)
-    for module in (auth, profile, clubs, challenges, runs, races, boards_api, moderation, streams):
+    for module in (
+        auth,
+        account,
+        profile,
+        clubs,
+        challenges,
+        runs,
+        races,
+        boards_api,
+        moderation,
+        streams,
+    ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(ws.router)
     # Last, so every route above wins: the phone client's static files at `/`.

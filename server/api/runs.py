@@ -29,6 +29,7 @@ from server.deps import (
 )
 from server.errors import ApiError
 from server.gpx import parse_gpx
+from server.shred import encrypt_for
 from server.store.db import writer
 from server.store.event_store import ConcurrencyError, NewEvent
 from server.store.progress import RUNS
@@ -363,6 +364,28 @@ async def get_run(run_id: str, runner: CurrentRunner, store: EventStoreDep) -> R
     return _public(await _owned_state(store, run_id, runner))
 
 
+class TrackPoint(BaseModel):
+    t: float
+    lat: float
+    lon: float
+    acc: float | None
+
+
+@router.get("/runs/{run_id}/track", response_model=list[TrackPoint])
+async def get_track(
+    run_id: str, runner: CurrentRunner, store: EventStoreDep, engine: EngineDep
+) -> list[TrackPoint]:
+    """The GPS points of a run: its runner and moderators only (tracks are personal data)."""
+    await _owned_state(store, run_id, runner)
+    async with engine.connect() as conn:
+        stmt = select(TRACKS.c.data).where(TRACKS.c.run_id == run_id)
+        blob = (await conn.execute(stmt)).scalar_one_or_none()
+    if blob is None:
+        raise ApiError(404, "track_missing", "this run's track is not stored")
+    track = await asyncio.to_thread(decode_track, blob)
+    return [TrackPoint(t=f.t, lat=f.lat, lon=f.lon, acc=f.acc_m) for f in track.fixes()]
+
+
 @router.get("/me/runs", response_model=list[RunPublic])
 async def my_runs(
     runner: CurrentRunner,
@@ -440,13 +463,17 @@ async def appeal_run(
     store: EventStoreDep,
     projections: ProjectionsDep,
 ) -> RunPublic:
-    """Appeal a rejected run: it goes back to the moderators' queue."""
+    """Appeal a rejected run: it goes back to the moderators' queue.
+
+    The message is stored encrypted under your data key: deleting your account erases it.
+    """
     await _owned_state(store, run_id, runner)
+    sealed = await encrypt_for(store.engine, runner.id, body.message.strip())
     outcome = await execute(
         store,
         f"run-{run_id}",
         run_decider,
-        run_decider.AppealRun(runner.id, body.message),
+        run_decider.AppealRun(runner.id, sealed),
         meta={"actor": runner.id},
     )
     await projections.run_once()

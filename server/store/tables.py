@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -120,3 +130,13 @@ class StoredBoardEntry(SQLModel, table=True):
     score: float
     order_key: float
     reached_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class RunnerKey(SQLModel, table=True):
+    """A runner's data key: personal text in the event log is encrypted with it, and deleting
+    the account deletes the key, so that text can never be read again (crypto-shredding)."""
+
+    __tablename__ = "runner_keys"
+
+    runner_id: str = Field(sa_column=Column(String(36), primary_key=True))
+    key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -1,0 +1,55 @@
+"""The operator command line on a fresh database: migrate, users create, rebuild."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from server.app import create_app
+from server.config import Settings
+
+
+def _retrorun(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("retrorun")
+    env = {
+        **os.environ,
+        "RETRORUN_DATABASE_URL": f"sqlite:///{db}",
+        "RETRORUN_SECRET_KEY": "s" * 40,
+    }
+    return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_operators_migrate_create_users_and_rebuild(tmp_path: Path) -> None:
+    db = tmp_path / "ops.db"
+    assert _retrorun(db, "migrate").returncode == 0
+    made = _retrorun(
+        db, "users", "create", "--handle", "boss", "--password", "backwards!", "--role", "admin"
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    dup = _retrorun(db, "users", "create", "--handle", "BOSS", "--password", "backwards!")
+    assert dup.returncode == 1 and "taken" in dup.stdout
+    bad = _retrorun(
+        db, "users", "create", "--handle", "x1y", "--password", "backwards!", "--role", "king"
+    )
+    assert bad.returncode == 2
+
+    settings = Settings(database_url=f"sqlite:///{db}", secret_key="s" * 40)
+    with TestClient(create_app(settings)) as client:
+        token = client.post(
+            "/api/v1/auth/token", data={"username": "boss", "password": "backwards!"}
+        )
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        assert client.get("/api/v1/me", headers=headers).json()["role"] == "admin"
+        weekly = client.get("/api/v1/challenges/current").json()["id"]
+        client.post(f"/api/v1/challenges/{weekly}/join", headers=headers)
+        before = client.get(f"/api/v1/challenges/{weekly}").json()
+
+    rebuilt = _retrorun(db, "rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert "replayed" in rebuilt.stdout
+    with TestClient(create_app(settings)) as client:
+        assert client.get(f"/api/v1/challenges/{weekly}").json() == before
