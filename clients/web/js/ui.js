@@ -62,9 +62,9 @@ export function clock(s) {
 }
 
 /** Pace in min:ss per km, or "–" until there is enough distance to say. */
-export function pace(seconds, metres) {
+export function pace(seconds, metres, unit = " /km") {
   if (!metres || metres < 20 || !seconds) return "–";
-  return `${clock((seconds / metres) * 1000)} /km`;
+  return `${clock((seconds / metres) * 1000)}${unit}`;
 }
 
 export function when(iso) {

@@ -22,7 +22,7 @@ function update() {
   const r = recorder.run;
   live.time.textContent = clock(Math.max(recorder.elapsed_s, recorder.fixSpan_s));
   live.distance.textContent = km(r.distance_m);
-  live.pace.textContent = pace(recorder.fixSpan_s, r.distance_m);
+  live.pace.textContent = pace(recorder.fixSpan_s, r.distance_m, "");
   live.fixes.textContent = String(r.fixCount);
   live.acc.textContent = r.lastAcc === null ? "–" : `±${Math.round(r.lastAcc)} m`;
   live.sensors.textContent = [
@@ -42,7 +42,7 @@ function stat(label, id, wide = false) {
 function liveView(ctx, note) {
   const [timeBox, time] = stat("Time", "live-time", true);
   const [distBox, distance] = stat("Distance", "live-distance");
-  const [paceBox, paceEl] = stat("Pace", "live-pace");
+  const [paceBox, paceEl] = stat("Pace /km", "live-pace");
   const [fixBox, fixes] = stat("GPS fixes", "live-fixes");
   const [accBox, acc] = stat("Accuracy", "live-acc");
   const sensors = h("p.muted.small#live-sensors");
