@@ -185,7 +185,7 @@ def decide(state: ChallengeState, command: Command, now: datetime) -> list[Chall
             raise Conflict("you already joined this challenge", code="already_joined")
         return [ChallengeJoined(state.challenge_id, command.runner_id, t)]
     if isinstance(command, LeaveChallenge):
-        if state.closed:
+        if state.closed or t >= state.ends_at:  # the final standings are being settled
             raise Conflict("this challenge is closed", code="challenge_closed")
         if command.runner_id not in state.members:
             raise Conflict("you are not in this challenge", code="not_joined")

@@ -308,6 +308,8 @@ def decide(state: RaceState, command: Command, now: datetime) -> list[RaceEvent]
                 raise Conflict("you are not registered", code="not_registered")
             if state.status in (RaceStatus.FINISHED, RaceStatus.ABORTED):
                 raise Conflict("the race is over", code="race_over")
+            if _status_at(state, t) in live:  # out on the course: a DNF, not a withdrawal
+                raise Conflict("the race has started", code="race_started")
             return [RunnerWithdrew(rid, runner_id)]
         case StartCountdown(by, countdown_s):
             if state.status != RaceStatus.SCHEDULED:

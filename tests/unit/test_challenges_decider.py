@@ -134,6 +134,10 @@ def test_a_club_challenge_in_team_mode_names_its_club() -> None:
     assert ch.evolve(ch.initial_state(), e).club_id == "club-9"
 
 
+def test_leaving_after_the_window_but_before_the_close_is_refused() -> None:
+    assert error_code(joined("ann"), LeaveChallenge("ann"), END) == "challenge_closed"
+
+
 def test_a_challenge_cannot_be_created_twice() -> None:
     assert error_code(created(), create(), DURING) == "challenge_exists"
 

@@ -166,6 +166,10 @@ def test_withdrawing_needs_a_registration_and_a_race_that_is_not_over() -> None:
     assert error_code(over, Withdraw("ann"), at(-4)) == "race_over"
 
 
+def test_a_runner_out_on_the_course_cannot_withdraw() -> None:
+    assert error_code(counting_down("ann"), Withdraw("ann"), at(1)) == "race_started"
+
+
 # countdown, pause, abort
 
 
