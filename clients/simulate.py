@@ -27,24 +27,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import numpy as np
+import numpy.typing as npt
 import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from clients.sdk import (
-    ApiError,
-    Frame,
-    RetroRunClient,
-    RoomConnection,
-    RoomError,
-)
+from clients.sdk import ApiError, Frame, RetroRunClient, RoomClosed, RoomConnection, RoomError
 from game.generate import Device, Level, Profile, generate, honest_track, runner_params
 from game.track import Track
 
@@ -57,6 +53,13 @@ EXIT_TIMEOUT = 4
 
 HONEST_MIX = (Level.RECREATIONAL, Level.TRAINED, Level.RECREATIONAL, Level.WALKER)
 CHEATER_MIX = (Profile.CAR, Profile.BIKE, Profile.MOCK_LOCATION, Profile.TELEPORT)
+#: The generator's car runs 300 m before getting in; here it gets in after 10% of the race,
+#: so the ride is long enough for the pace check to see it even in a short race.
+CAR_RUNS_FIRST = 0.1
+#: Close code of a room closed for good (the race is over).
+ROOM_OVER = 4504
+#: Registration retries on an optimistic-concurrency conflict (409 version_conflict).
+REGISTER_TRIES = 8
 #: A noisy GPS track measures a little less than the ground covered: generate some spare.
 TRACK_MARGIN = 1.25
 TRACK_SPARE_M = 50.0
@@ -129,9 +132,34 @@ def plan(
             out.append(SimRunner(i, handle, level.value, False, _offsets(track)))
         else:
             profile = CHEATER_MIX[(i - honest) % len(CHEATER_MIX)]
-            track = generate(profile, rng, 0.0, length)
-            out.append(SimRunner(i, handle, profile.value, True, _offsets(track)))
+            fixes = _offsets(generate(profile, rng, 0.0, length))
+            if profile is Profile.CAR:
+                fixes = _skip_ahead(fixes, 300.0 - CAR_RUNS_FIRST * distance_m)
+            out.append(SimRunner(i, handle, profile.value, True, fixes))
     return out
+
+
+def path_m(fixes: list[dict[str, float | bool]]) -> npt.NDArray[np.float64]:
+    """Cumulative great-circle distance along the fixes, metres (GPS noise included)."""
+    lat = np.radians([float(f["lat"]) for f in fixes])
+    lon = np.radians([float(f["lon"]) for f in fixes])
+    a = (
+        np.sin(np.diff(lat) / 2) ** 2
+        + np.cos(lat[:-1]) * np.cos(lat[1:]) * np.sin(np.diff(lon) / 2) ** 2
+    )
+    steps = 2 * 6_371_008.8 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+    return np.concatenate([[0.0], np.cumsum(steps)])
+
+
+def _skip_ahead(
+    fixes: list[dict[str, float | bool]], metres: float
+) -> list[dict[str, float | bool]]:
+    """Drop the fixes of the first `metres` of a track and restart its clock at 0."""
+    if metres <= 0 or len(fixes) < 2:
+        return fixes
+    start = min(int(np.searchsorted(path_m(fixes), metres)), len(fixes) - 2)
+    t0 = float(fixes[start]["t"])
+    return [{**f, "t": float(f["t"]) - t0} for f in fixes[start:]]
 
 
 def _offsets(track: Track) -> list[dict[str, float | bool]]:
@@ -232,11 +260,16 @@ class Simulation:
                 raise
         await api.login(r.handle, self.opts.password)
         r.runner_id = (await api.me())["id"]
-        try:
-            await api.register_for_race(race_id)
-        except ApiError as exc:
-            if exc.code != "already_registered":
-                raise
+        for attempt in range(REGISTER_TRIES):  # concurrent sign-ups race on the race's stream
+            try:
+                await api.register_for_race(race_id)
+                return
+            except ApiError as exc:
+                if exc.code == "already_registered":
+                    return
+                if exc.code != "version_conflict" or attempt == REGISTER_TRIES - 1:
+                    raise
+            await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
 
     async def _connect(self, r: SimRunner, race_id: str) -> None:
         assert r.api is not None
@@ -285,6 +318,9 @@ class Simulation:
                 await asyncio.sleep(0.1)
             if r.status not in DONE:
                 r.status = "out of track" if not self.over.is_set() else r.status
+        except RoomClosed as exc:
+            if exc.code != ROOM_OVER:
+                r.error = str(exc)
         except RoomError as exc:
             r.error = str(exc)
         finally:
@@ -309,26 +345,34 @@ class Simulation:
         display = (
             Live(self._table(), console=console, refresh_per_second=2) if self.opts.live else None
         )
-        last_print = 0.0
         with display or contextlib.nullcontext():
-            async for frame in room:
-                kind = frame.get("type")
-                if kind == "standings":
-                    self.standings = frame
-                    for row in frame.get("leaders", []):
-                        sim = self.by_id.get(str(row.get("runner_id")))
-                        if sim is not None:
-                            sim.distance_m = float(row.get("distance_m") or 0.0)
-                            sim.status = str(row.get("status", sim.status))
-                elif kind == "event":
-                    self.events.append(self._describe(frame))
-                    if frame.get("event") in OVER:
-                        self.over.set()
-                if display is not None:
-                    display.update(self._table())
-                elif time.monotonic() - last_print > 5.0 and kind == "standings":
-                    last_print = time.monotonic()
-                    console.print(self._line())
+            try:
+                await self._watch_frames(room, display)
+            except RoomClosed as exc:
+                if exc.code != ROOM_OVER:
+                    raise
+            self.over.set()
+
+    async def _watch_frames(self, room: RoomConnection, display: Live | None) -> None:
+        last_print = 0.0
+        async for frame in room:
+            kind = frame.get("type")
+            if kind == "standings":
+                self.standings = frame
+                for row in frame.get("leaders", []):
+                    sim = self.by_id.get(str(row.get("runner_id")))
+                    if sim is not None:
+                        sim.distance_m = float(row.get("distance_m") or 0.0)
+                        sim.status = str(row.get("status", sim.status))
+            elif kind == "event":
+                self.events.append(self._describe(frame))
+                if frame.get("event") in OVER:
+                    self.over.set()
+            if display is not None:
+                display.update(self._table())
+            elif time.monotonic() - last_print > 5.0 and kind == "standings":
+                last_print = time.monotonic()
+                console.print(self._line())
 
     def _name(self, runner_id: object) -> str:
         sim = self.by_id.get(str(runner_id))
@@ -392,8 +436,8 @@ class Simulation:
 
     async def _report(self) -> None:
         race_id = self.race.get("id")
-        if race_id is None:
-            return
+        if race_id is None or self.start_at is None:
+            return  # no race, or it never started: nothing to report
         try:
             answer = await self.mod_api.race_results(str(race_id))
         except ApiError as exc:

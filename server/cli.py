@@ -44,6 +44,11 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         proxy_headers=False,
         timeout_graceful_shutdown=10,
         ws_max_size=64 * 1024,
+        # Idle keep-alive connections close after 5 s; a request head (line and headers) over
+        # 16 KiB is refused. Neither bounds the time to send a head (slowloris): see
+        # docs/reliability.md.
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,
     )
 
 

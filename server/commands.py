@@ -7,6 +7,8 @@ again on the fresh stream (bounded), so a retry never decides on stale state.
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +17,7 @@ from typing import Any, Protocol
 from game.events import fold, from_data
 from server.store.event_store import AppendResult, ConcurrencyError, EventStore, NewEvent
 
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 12
 
 
 class DeciderModule(Protocol):
@@ -72,6 +74,8 @@ async def execute(
         except ConcurrencyError:
             if attempt == MAX_ATTEMPTS - 1:
                 raise
+            # full jitter: writers that collided do not collide again in lockstep
+            await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
             continue
         return Outcome(fold(decider.evolve, state, new), new, result)
     raise AssertionError("unreachable")
