@@ -30,6 +30,7 @@ from server.api import boards as boards_api
 from server.boards import Leaderboards, leaderboards_from_settings
 from server.config import Settings
 from server.errors import add_exception_handlers
+from server.limits import AbuseLimitsMiddleware
 from server.observability import RequestContextMiddleware, configure_logging
 from server.projections import build_projections
 from server.rooms import ws
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     add_exception_handlers(app)
+    app.add_middleware(AbuseLimitsMiddleware, settings=settings)  # inside: 429s get a request id
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     for module in (

@@ -2,15 +2,57 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from functools import cached_property
+from ipaddress import ip_network
 from pathlib import Path
+from typing import Annotated, Any, NamedTuple
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, PlainSerializer, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 DEFAULT_SECRET = "change-me"
+
+
+class Rate(NamedTuple):
+    """A token bucket: at most `limit` requests at once, refilled evenly over `window_s`."""
+
+    limit: int
+    window_s: float
+
+    @property
+    def per_second(self) -> float:
+        return self.limit / self.window_s
+
+    def __str__(self) -> str:
+        return f"{self.limit}/{self.window_s:g}s"
+
+
+_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
+_UNITS |= {"h": 3600.0, "hour": 3600.0}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]*)\s*$")
+
+
+def parse_rate(value: Any) -> Rate:
+    """`"10/min"`, `"200/10s"`, `"3/0.5s"` (or a `Rate`, or a `[count, window_s]` pair)."""
+    if isinstance(value, str):
+        m = _RATE.match(value.lower())
+        if m is None or m.group(3) not in _UNITS:
+            raise ValueError(f"{value!r} is not a rate: write COUNT/WINDOW, e.g. 10/min or 200/10s")
+        count, window = int(m.group(1)), float(m.group(2) or 1) * _UNITS[m.group(3)]
+    elif isinstance(value, list | tuple) and len(value) == 2:
+        count, window = int(value[0]), float(value[1])
+    else:
+        raise ValueError("a rate is COUNT/WINDOW, e.g. 10/min")
+    if count < 1 or window <= 0:
+        raise ValueError("a rate needs a count of at least 1 and a positive window")
+    return Rate(count, window)
+
+
+#: A `Rate` setting, written "COUNT/WINDOW" in the environment.
+RateSetting = Annotated[Rate, NoDecode, BeforeValidator(parse_rate), PlainSerializer(str)]
 
 
 class Settings(BaseSettings):
@@ -39,6 +81,27 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(default=60.0, gt=0)
     #: Live race standings broadcasts per second (1 to 4).
     room_tick_hz: float = Field(default=1.0, ge=1, le=4)
+    #: Abuse limits (server/limits.py): token buckets per client address (per account for run
+    #: uploads), written "COUNT/WINDOW" (`10/min`, `200/10s`): at most COUNT at once, refilled
+    #: evenly over WINDOW. In-process: with several server processes each keeps its own buckets.
+    rate_limits_enabled: bool = True
+    rate_limit_login: RateSetting = Rate(10, 60.0)
+    #: 10 (not 5) so `retrorun demo`'s 8 simulated runners can sign up from one address.
+    rate_limit_register: RateSetting = Rate(10, 60.0)
+    rate_limit_runs: RateSetting = Rate(30, 60.0)
+    #: Every other request: 20/s sustained, bursts of 200 (a first page load of the phone client
+    #: fetches its ~20 files twice: the page and the service worker's precache).
+    rate_limit_default: RateSetting = Rate(200, 10.0)
+    #: Addresses or networks (`10.0.0.0/8`) of reverse proxies whose `X-Forwarded-For` is trusted;
+    #: from any other peer the header is ignored and the socket address is the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for item in v:
+            ip_network(item, strict=False)  # ValueError -> a validation error naming the field
+        return v
 
     @field_validator("redis_url")
     @classmethod

@@ -184,6 +184,8 @@ def _problem_statuses(
         statuses.add(404)  # the resource, or one the body refers to (`club_id` ...), is missing
     if method in ("post", "put", "patch", "delete"):
         statuses.add(409)
+    if path.startswith("/api/"):
+        statuses.add(503)  # the database is busy or unreachable (`_database_busy`)
     return statuses
 
 

@@ -12,3 +12,6 @@ HTTP_LATENCY = Histogram(
 )
 WS_CONNECTIONS = Gauge("retrorun_ws_connections", "Open WebSocket connections")
 EVENTS_APPENDED = Counter("retrorun_events_appended_total", "Events appended to the event store")
+RATE_LIMITED = Counter(
+    "retrorun_rate_limited_total", "Requests refused by an abuse limit (429)", ["limit"]
+)

@@ -12,6 +12,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import metrics
+from server.limits import SECURITY_HEADERS
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -57,6 +58,9 @@ _TOO_LARGE = orjson.dumps(
         "code": "payload_too_large",
     }
 )
+
+
+_SECURITY_HEADERS = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
 
 
 class _BodyTooLarge(Exception):
@@ -141,6 +145,7 @@ class RequestContextMiddleware:
                 "headers": [
                     (b"content-type", b"application/problem+json"),
                     (b"content-length", str(len(_TOO_LARGE)).encode()),
+                    *_SECURITY_HEADERS,  # sent from outside the limits middleware that adds them
                 ],
             }
         )

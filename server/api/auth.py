@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server import accounts
 from server.deps import CurrentRunner, SettingsDep, TokenDep, WriteSessionDep
-from server.errors import ApiError
+from server.errors import ApiError, problem_responses
 from server.security import InvalidToken, decode_token
 from server.store.tables import Runner
 
@@ -52,7 +52,7 @@ async def register(body: RunnerCreate, session: WriteSessionDep) -> RunnerPublic
     return _public(runner)
 
 
-@router.post("/auth/token", response_model=Token)
+@router.post("/auth/token", response_model=Token, responses=problem_responses(401))
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: WriteSessionDep,

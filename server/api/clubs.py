@@ -25,7 +25,7 @@ from server.deps import (
     SessionDep,
     SettingsDep,
 )
-from server.errors import ApiError
+from server.errors import ApiError, problem_responses
 from server.store.club_projection import CLUB_MEMBERS, CLUBS
 from server.store.progress import CHALLENGES
 from server.store.race_projection import RACES
@@ -148,7 +148,7 @@ async def my_clubs(runner: CurrentRunner, engine: EngineDep) -> list[ClubPublic]
     ]
 
 
-@router.post("/join", response_model=ClubPublic)
+@router.post("/join", response_model=ClubPublic, responses=problem_responses(404))
 async def join_with_code(
     body: JoinIn,
     runner: CurrentRunner,
@@ -340,7 +340,7 @@ def _ics_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-@router.get("/{club_id}/calendar.ics", response_class=Response)
+@router.get("/{club_id}/calendar.ics", response_class=Response, responses=problem_responses(403))
 async def calendar_ics(
     club_id: ClubId,
     key: Annotated[str, Query(max_length=64)],
@@ -349,7 +349,8 @@ async def calendar_ics(
     settings: SettingsDep,
 ) -> Response:
     """iCalendar feed of the club calendar for phones; the key is on the club page."""
-    if not hmac.compare_digest(key, _calendar_key(settings.secret_key, club_id)):
+    expected = _calendar_key(settings.secret_key, club_id)
+    if not hmac.compare_digest(key.encode(), expected.encode()):  # str: ASCII only, else TypeError
         raise ApiError(403, "forbidden", "that calendar key is not valid")
     state = await _state(store, club_id)
     stamp = _ics_time(datetime.now(UTC))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -14,9 +14,11 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
 #: 64-bit on PostgreSQL; on SQLite an INTEGER PRIMARY KEY is the 64-bit rowid itself.
@@ -24,8 +26,21 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 JsonDoc = JSON().with_variant(JSONB(), "postgresql")
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """`DateTime(timezone=True)` that reads back aware UTC datetimes on SQLite too (SQLite
+    stores no offset and hands back naive values; PostgreSQL already returns aware ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 def _utc() -> Column[datetime]:
-    return Column(DateTime(timezone=True), nullable=False)
+    return Column(UtcDateTime(), nullable=False)
 
 
 class StoredEvent(SQLModel, table=True):
@@ -86,7 +101,7 @@ class Runner(SQLModel, table=True):
     #: Bumped on logout-everywhere and bans: tokens carrying an older value are refused.
     token_generation: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     failed_logins: int = Field(default=0, sa_column=Column(Integer, nullable=False))
-    locked_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    locked_until: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
     banned: bool = Field(default=False)
     #: IANA time zone for day and week streaks.
     tz: str = Field(
