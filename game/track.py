@@ -196,9 +196,19 @@ def bearings_deg(
     return np.asarray(np.degrees(np.arctan2(y, x)) % 360.0)
 
 
+def _mod360(x: FloatArray) -> FloatArray:
+    """`x % 360.0`, bit for bit, without the slow floor-mod on the common range [-360, 360]."""
+    if np.all(np.abs(x) <= 360.0):  # NaN fails the test and takes the general path
+        # fmod is exact, so inside the range the floor-mod is x, or x + 360 rounded, or +0.0
+        out = np.where(x < 0.0, x + 360.0, x)
+        out += 0.0  # -0.0 -> +0.0, as the floor-mod returns
+        return np.asarray(out)
+    return np.asarray(x % 360.0)
+
+
 def angle_diff_deg(a_deg: FloatArray, b_deg: FloatArray) -> FloatArray:
     """Absolute smallest difference between two angles, in degrees [0, 180]."""
-    d = np.abs((a_deg - b_deg) % 360.0)
+    d = np.abs(_mod360(np.asarray(a_deg - b_deg)))
     return np.asarray(np.minimum(d, 360.0 - d))
 
 
@@ -222,6 +232,8 @@ def step_speeds_mps(t: FloatArray, lat: FloatArray, lon: FloatArray) -> FloatArr
 
 def segment_bounds(n: int, breaks: BoolArray) -> tuple[IntArray, IntArray]:
     """First and last fix index of each fix's segment; `breaks[k]` cuts between k and k+1."""
+    if not breaks.any():
+        return np.zeros(n, dtype=np.int64), np.full(n, n - 1, dtype=np.int64)
     starts = np.flatnonzero(np.concatenate(([True], breaks)))
     seg_id = np.cumsum(np.concatenate(([0], breaks.astype(np.int64, copy=False))))
     ends = np.concatenate((starts[1:] - 1, [n - 1]))
@@ -241,40 +253,160 @@ def window_bounds(
     return np.maximum(a, seg_first), np.minimum(b, seg_last)
 
 
+class TimeIndex:
+    """`t.searchsorted(q, side)` for sorted finite times `t`, exact and about twice as fast.
+
+    Buckets of half the mean sampling interval: a query's bucket gives the fixes in earlier
+    buckets (all before it) at once, and a step or two of comparison settles the fixes sharing
+    its bucket. Any monotone bucket function makes that exact, so float rounding in the bucket
+    arithmetic never changes a result. Irregular tracks (crowded buckets) fall back to
+    `searchsorted`. Queries must be finite and ascending (as window bounds of sorted times are).
+    """
+
+    __slots__ = ("_base", "_first", "_inv_h", "_pad", "_steps", "_top", "t")
+
+    _MAX_STEPS = 3  # past this many fixes in one bucket, plain searchsorted is faster
+
+    def __init__(self, t: FloatArray) -> None:
+        self.t = t
+        n = t.shape[0]
+        self._steps = 0  # 0: use searchsorted
+        self._base = 0.0
+        self._inv_h = 0.0
+        self._top = 0.0
+        self._first = np.zeros(0, dtype=np.int64)
+        self._pad = t
+        span = float(t[-1] - t[0]) if n else 0.0
+        if n < 32 or not 0.0 < span < np.inf:
+            return
+        buckets = 2 * n
+        self._base = float(t[0])
+        self._inv_h = buckets / span
+        self._top = float(buckets)
+        counts = np.bincount(self._keys(t), minlength=buckets + 1)
+        steps = int(counts.max())
+        if steps > self._MAX_STEPS:
+            return
+        first = np.empty(buckets + 2, dtype=np.int64)
+        first[0] = 0
+        np.cumsum(counts, out=first[1:])
+        self._first = first  # first[c]: number of fixes in buckets before c
+        self._pad = np.append(t, np.inf)
+        self._steps = steps
+
+    def _keys(self, q: FloatArray) -> IntArray:
+        # Bucket of each (ascending) query: clamped to [0, top], then truncated (= floor there).
+        # A monotone function of q, which is all that exactness needs.
+        y = q - self._base
+        y *= self._inv_h
+        if y.shape[0]:
+            if not y[0] >= 0.0:  # ascending: only the first few can be below
+                np.maximum(y, 0.0, out=y)
+            if not y[-1] <= self._top:  # ... and only the last few above
+                np.minimum(y, self._top, out=y)
+        return y.astype(np.int64)
+
+    def search(self, q: FloatArray, side: str = "left") -> IntArray:
+        """Same as `t.searchsorted(q, side)` (as int64), for finite ascending `q`."""
+        if not self._steps:
+            found = self.t.searchsorted(q, side="left" if side == "left" else "right")
+            return found.astype(np.int64, copy=False)
+        idx = self._first[self._keys(q)]
+        before = np.less if side == "left" else np.less_equal
+        for _ in range(self._steps):
+            idx += before(self._pad[idx], q)
+        return idx
+
+
 Xyz = tuple[FloatArray, FloatArray, FloatArray]
+
+
+_RAD_PER_DEG = np.pi / 180.0  # np.radians(x) is exactly x * (pi / 180)
+_DEG_PER_RAD = 180.0 / np.pi
 
 
 def unit_vectors(lat: FloatArray, lon: FloatArray) -> Xyz:
     """Positions as unit vectors on the sphere (x, y, z), for fast pairwise distances."""
-    p = np.radians(lat)
-    lam = np.radians(lon)
+    p = lat * _RAD_PER_DEG
+    lam = lon * _RAD_PER_DEG
     cp = np.cos(p)
-    return cp * np.cos(lam), cp * np.sin(lam), np.sin(p)
+    x = np.cos(lam)
+    x *= cp
+    y = np.sin(lam)
+    y *= cp
+    return x, y, np.sin(p)
 
 
-def xyz_distance_m(u: Xyz, i: IntArray, j: IntArray) -> FloatArray:
-    """Great-circle distance between fixes i and j from unit vectors (equal to haversine)."""
-    dx = u[0][j] - u[0][i]
-    dy = u[1][j] - u[1][i]
-    dz = u[2][j] - u[2][i]
-    half_chord = 0.5 * np.sqrt(dx * dx + dy * dy + dz * dz)
-    return np.asarray(2.0 * EARTH_RADIUS_M * np.arcsin(np.minimum(half_chord, 1.0)))
+def _chord_to_m(sq: FloatArray) -> FloatArray:
+    """Great-circle metres from squared chord lengths of unit vectors (consumes `sq`)."""
+    np.sqrt(sq, out=sq)
+    sq *= 0.5
+    np.minimum(sq, 1.0, out=sq)
+    np.arcsin(sq, out=sq)
+    sq *= 2.0 * EARTH_RADIUS_M
+    return sq
+
+
+def xyz_distance_m(u: Xyz, i: IntArray | None, j: IntArray) -> FloatArray:
+    """Great-circle distance between fixes i and j from unit vectors (equal to haversine).
+
+    `i=None` stands for every fix in order (0 .. len(j) - 1), saving the gathers.
+    """
+    m = j.shape[0]
+    if i is None:
+        dx = u[0][j] - u[0][:m]
+        dy = u[1][j] - u[1][:m]
+        dz = u[2][j] - u[2][:m]
+    else:
+        dx = u[0][j] - u[0][i]
+        dy = u[1][j] - u[1][i]
+        dz = u[2][j] - u[2][i]
+    dx *= dx
+    dy *= dy
+    dz *= dz
+    dx += dy
+    dx += dz
+    return _chord_to_m(dx)
 
 
 def xyz_steps_m(u: Xyz) -> FloatArray:
     """Great-circle length of each step between consecutive position vectors."""
-    dx, dy, dz = np.diff(u[0]), np.diff(u[1]), np.diff(u[2])
-    half_chord = 0.5 * np.sqrt(dx * dx + dy * dy + dz * dz)
-    return np.asarray(2.0 * EARTH_RADIUS_M * np.arcsin(np.minimum(half_chord, 1.0)))
+    return xyz_lag_m(u, 1)
 
 
-def xyz_step_bearings_deg(u: Xyz) -> FloatArray:
-    """Bearing of each step between consecutive position vectors, degrees [0, 360)."""
-    x, y, z = u[0][:-1], u[1][:-1], u[2][:-1]
-    dx, dy, dz = np.diff(u[0]), np.diff(u[1]), np.diff(u[2])
+def xyz_lag_m(u: Xyz, lag: int) -> FloatArray:
+    """Great-circle distance from each fix k to fix k + `lag` (n - lag values)."""
+    dx = u[0][lag:] - u[0][:-lag]
+    dy = u[1][lag:] - u[1][:-lag]
+    dz = u[2][lag:] - u[2][:-lag]
+    dx *= dx
+    dy *= dy
+    dz *= dz
+    dx += dy
+    dx += dz
+    return _chord_to_m(dx)
+
+
+def xyz_step_bearings_deg(u: Xyz, at: IntArray | None = None) -> FloatArray:
+    """Bearing of each step between consecutive position vectors, degrees [0, 360).
+
+    With `at`, only the steps at those indices (same values as the full result there).
+    """
+    if at is None:
+        x, y, z = u[0][:-1], u[1][:-1], u[2][:-1]
+        dx, dy, dz = u[0][1:] - x, u[1][1:] - y, u[2][1:] - z
+    else:
+        x, y, z = u[0][at], u[1][at], u[2][at]
+        nxt = at + 1
+        dx, dy, dz = u[0][nxt] - x, u[1][nxt] - y, u[2][nxt] - z
     east = x * dy - y * dx  # both components scaled by cos(lat) >= 0, so the angle is exact
     north = (x * x + y * y) * dz - z * (x * dx + y * dy)
-    return np.asarray(np.degrees(np.arctan2(east, north)) % 360.0)
+    deg = np.arctan2(east, north)
+    deg *= _DEG_PER_RAD
+    # arctan2 is in [-pi, pi]: the floor-mod by 360 is x or x + 360 (and -0.0 -> +0.0)
+    out = np.where(deg < 0.0, deg + 360.0, deg)
+    out += 0.0
+    return np.asarray(out)
 
 
 def xyz_to_latlon(u: Xyz) -> tuple[FloatArray, FloatArray]:
@@ -287,18 +419,54 @@ def smooth_positions(
     t: FloatArray,
     u: Xyz,
     half_window_s: float,
-    seg_first: IntArray,
-    seg_last: IntArray,
+    seg_first: IntArray | None,
+    seg_last: IntArray | None,
+    times: TimeIndex | None = None,
 ) -> Xyz:
-    """Centred moving mean of position vectors over +-`half_window_s`, never across a break."""
-    a, b = window_bounds(t, t - half_window_s, t + half_window_s, seg_first, seg_last)
-    count = (b - a + 1).astype(np.float64)
+    """Centred moving mean of position vectors over +-`half_window_s`, never across a break.
+
+    `seg_first = seg_last = None` says the track is one segment (no clamping needed).
+    """
+    ti = times or TimeIndex(t)
+    a = ti.search(t - half_window_s, "left")
+    b1 = ti.search(t + half_window_s, "right")  # b + 1
+    if seg_first is not None and seg_last is not None:
+        np.maximum(a, seg_first, out=a)
+        np.minimum(b1, seg_last + 1, out=b1)
+    count = (b1 - a).astype(np.float64)
+    n = t.shape[0]
+    csum = np.empty(n + 1)
+    csum[0] = 0.0
     out = []
     for col in u:
-        rel = col - col[0]  # small offsets keep the cumulative sum precise
-        csum = np.concatenate(([0.0], rel.cumsum()))
-        out.append((csum[b + 1] - csum[a]) / count + col[0])
+        c0 = col[0]
+        np.cumsum(col - c0, out=csum[1:])  # small offsets keep the cumulative sum precise
+        mean = csum[b1]
+        mean -= csum[a]
+        mean /= count
+        mean += c0
+        out.append(mean)
     return out[0], out[1], out[2]
+
+
+def _step_windows(
+    times: TimeIndex,
+    t_mid: FloatArray,
+    half_s: float,
+    k: IntArray,
+    seg: tuple[IntArray, IntArray] | None,
+) -> tuple[IntArray, IntArray]:
+    """Per step k: fixes bounding +-`half_s` around its midpoint, in-segment, at least k..k+1."""
+    a = times.search(t_mid - half_s, "left")
+    b = times.search(t_mid + half_s, "right")
+    b -= 1
+    if seg is not None:
+        np.maximum(a, seg[0], out=a)
+        np.minimum(b, seg[1], out=b)
+    np.minimum(a, k, out=a)
+    b1 = k + 1
+    np.maximum(b, b1, out=b)
+    return a, b
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +492,7 @@ class CleanedSteps:
     cum_m: FloatArray
     seg_first: IntArray  # per fix: first and last fix of its segment (cut where not creditable)
     seg_last: IntArray
+    times: TimeIndex  # for window look-ups on the same times
 
 
 def cleaned_steps(
@@ -350,34 +519,46 @@ def cleaned_steps(
         empty = np.zeros(0)
         u0 = unit_vectors(lat, lon)
         idx = np.zeros(n, dtype=np.int64)
-        return CleanedSteps(u0, u0, empty, np.zeros(0, np.bool_), empty, np.zeros(n), idx, idx)
-    seg_first, seg_last = segment_bounds(n, ~creditable)
+        return CleanedSteps(
+            u0, u0, empty, np.zeros(0, np.bool_), empty, np.zeros(n), idx, idx, TimeIndex(t)
+        )
+    breaks = ~creditable
+    seg_first, seg_last = segment_bounds(n, breaks)
+    seg = (seg_first[:-1], seg_last[:-1]) if breaks.any() else None  # None: one segment
     u = unit_vectors(lat, lon) if xyz is None else xyz
-    u_s = smooth_positions(t, u, cfg.smooth_half_window_s, seg_first, seg_last)
+    times = TimeIndex(t)
+    if seg is None:
+        u_s = smooth_positions(t, u, cfg.smooth_half_window_s, None, None, times)
+    else:
+        u_s = smooth_positions(t, u, cfg.smooth_half_window_s, seg_first, seg_last, times)
     k = np.arange(n - 1, dtype=np.int64)
-    sf, sl = seg_first[:-1], seg_last[:-1]
-    t_mid = 0.5 * (t[:-1] + t[1:])
-    dt = np.diff(t)
+    t_mid = t[:-1] + t[1:]
+    t_mid *= 0.5
+    dt = t[1:] - t[:-1]
 
-    a, b = window_bounds(t, t_mid - cfg.chord_window_s / 2, t_mid + cfg.chord_window_s / 2, sf, sl)
-    a = np.minimum(a, k)
-    b = np.maximum(b, k + 1)
-    chord = xyz_distance_m(u_s, a, b)
-    speed = chord / (t[b] - t[a])
+    a, b = _step_windows(times, t_mid, cfg.chord_window_s / 2, k, seg)
+    speed = xyz_distance_m(u_s, a, b)
+    speed /= t[b] - t[a]
 
-    half = cfg.moving_window_s / 2
-    ma, mb = window_bounds(t, t_mid - half, t_mid + half, sf, sl)
-    ma = np.minimum(ma, k)
-    mb = np.maximum(mb, k + 1)
+    ma, mb = _step_windows(times, t_mid, cfg.moving_window_s / 2, k, seg)
     disp = xyz_distance_m(u_s, ma, mb)
-    need = np.maximum(
-        cfg.moving_min_speed_mps * (t[mb] - t[ma]),
-        cfg.moving_acc_factor * np.sqrt(sigma_m[ma] ** 2 + sigma_m[mb] ** 2),
-    )
-    moving = (disp >= need) & creditable
-    credit = np.where(moving, speed * dt, 0.0)
-    cum = np.concatenate(([0.0], credit.cumsum()))
-    return CleanedSteps(u, u_s, speed, moving, credit, cum, seg_first, seg_last)
+    s_a, s_b = sigma_m[ma], sigma_m[mb]
+    s_a *= s_a
+    s_b *= s_b
+    s_a += s_b
+    need_acc = np.sqrt(s_a, out=s_a)
+    need_acc *= cfg.moving_acc_factor
+    need_t = t[mb] - t[ma]
+    need_t *= cfg.moving_min_speed_mps
+    np.maximum(need_t, need_acc, out=need_t)
+    moving = disp >= need_t
+    moving &= creditable
+    credit = speed * dt
+    credit[~moving] = 0.0
+    cum = np.empty(n)
+    cum[0] = 0.0
+    np.cumsum(credit, out=cum[1:])
+    return CleanedSteps(u, u_s, speed, moving, credit, cum, seg_first, seg_last, times)
 
 
 def elapsed_s(t: FloatArray) -> float:

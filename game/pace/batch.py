@@ -8,7 +8,7 @@ from game.pace.clean import clean
 from game.pace.policy import PacePolicy
 from game.pace.rules import RULES
 from game.pace.verdict import Flag, Verdict, decide, evidence
-from game.track import Track, elapsed_s, moving_s
+from game.track import Track, elapsed_s
 
 
 def _bad_input(
@@ -41,7 +41,7 @@ def check_track(track: Track, policy: PacePolicy | None = None, *, now: float) -
         p,
         distance_m=float(prep.steps.cum_m[-1]),
         elapsed_s=elapsed_s(prep.t),
-        moving_s=moving_s(prep.t, prep.steps.moving),
+        moving_s=float(np.sum(prep.dt[prep.steps.moving])),  # = moving_s(t, moving)
         low_confidence=cleaning.low_confidence,
         record_blocked=cleaning.record_blocked or bool(track.mock.any()),
         fixes_used=int(prep.t.shape[0]),

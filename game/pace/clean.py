@@ -22,8 +22,7 @@ from game.track import (
     bearings_deg,
     cleaned_steps,
     unit_vectors,
-    xyz_distance_m,
-    xyz_steps_m,
+    xyz_lag_m,
 )
 
 
@@ -45,15 +44,24 @@ class Prepared:
     course_acc_deg: FloatArray
     heading_deg: FloatArray
     cadence_spm: FloatArray
+    dt: FloatArray  # per step: duration
+    step_m: FloatArray  # per step: great-circle length between raw positions
     memo: dict[float, IntArray] = field(default_factory=dict)  # shared window ends
 
     def ahead(self, window_s: float) -> IntArray:
-        """Per fix, the index of the first fix at least `window_s` later (n if none)."""
+        """Per fix, the index of the first fix at least `window_s` later (n if none).
+
+        Shared: callers must not write to the result.
+        """
         j = self.memo.get(window_s)
         if j is None:
-            j = self.t.searchsorted(self.t + window_s, side="left").astype(np.int64)
+            j = self.steps.times.search(self.t + window_s, "left")
             self.memo[window_s] = j
         return j
+
+    def after(self, window_s: float) -> IntArray:
+        """Per fix, the index of the first fix more than `window_s` later (n if none)."""
+        return self.steps.times.search(self.t + window_s, "right")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +92,34 @@ def _mark(n: int, starts: IntArray, stops: IntArray) -> BoolArray:
     return np.asarray(np.cumsum(delta[:n]) > 0)
 
 
+def _median(x: FloatArray) -> float:
+    """`np.median` of a non-empty NaN-free array, bit for bit, without its overhead."""
+    m = x.shape[0]
+    h = m // 2
+    if m % 2:
+        return float(np.partition(x, h)[h])
+    part = np.partition(x, (h - 1, h))
+    return float((part[h - 1] + part[h]) / 2.0)  # np.median: the mean of the middle two
+
+
 def _hygiene(track: Track, policy: PacePolicy, now: float, flags: list[Flag]) -> BoolArray:
     """H1 timestamps and coordinates: returns the mask of fixes kept."""
     n = len(track)
     t, lat, lon = track.t, track.lat, track.lon
-    finite_t = np.isfinite(t)
-    future = finite_t & (t > now + policy.future_tolerance_s)
-    ok_t = finite_t & ~future & (t >= policy.min_time_s)
+    # NaN and +-inf fail every comparison below, so no separate finiteness tests are needed
+    future = t > now + policy.future_tolerance_s  # (+inf counts as future, as before)
+    future &= t < np.inf
+    ok_t = t >= policy.min_time_s
+    ok_t &= ~future
+    ok_t &= t < np.inf
+    ok_coord = np.abs(lat) <= 90
+    ok_coord &= np.abs(lon) <= 180
+    if n >= 2 and bool(ok_t.all()) and bool((t[1:] > t[:-1]).all()) and bool(ok_coord.all()):
+        return ok_coord  # the common case: valid, strictly increasing, nothing to flag
     running = np.maximum.accumulate(np.where(ok_t, t, -np.inf))
     prev = np.concatenate(([-np.inf], running[:-1]))
     bad_t = ~ok_t | (t <= prev)
-    bad_coord = ~(np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180))
+    bad_coord = ~ok_coord
     bad = bad_t | bad_coord
     n_bad = int(bad.sum())
     hard = n_bad > policy.bad_hard_fail_share * n
@@ -132,8 +157,8 @@ def _accuracy(
 ) -> tuple[BoolArray, FloatArray, bool]:
     """H2 accuracy filter and N3 constant accuracy: (kept mask, sigma per fix, low confidence)."""
     acc = track.acc_m
-    kept_acc = acc[keep]
-    reported = kept_acc[np.isfinite(kept_acc)]
+    finite_acc = np.isfinite(acc)
+    reported = acc[finite_acc & keep]
     if reported.shape[0] == 0:
         flags.append(
             Flag(
@@ -147,14 +172,12 @@ def _accuracy(
         return keep, np.full(acc.shape[0], policy.default_sigma_m), True
     # N3: simulators report one accuracy value, or exactly 0. A value held by over half of the
     # fixes is the median, so the median's share is the mode's share whenever it matters.
-    zeros = int((reported == 0).sum())
-    positive = reported[reported > 0]
-    median_acc = float(np.median(positive)) if positive.shape[0] else float("inf")
-    mode_acc = (
-        median_acc
-        if zeros == 0 and positive.shape[0] == reported.shape[0]
-        else float(np.median(reported))
-    )
+    zeros = int(np.count_nonzero(reported == 0))
+    pos_mask = reported > 0
+    all_positive = bool(pos_mask.all())
+    positive = reported if all_positive else reported[pos_mask]
+    median_acc = _median(positive) if positive.shape[0] else float("inf")
+    mode_acc = median_acc if zeros == 0 and all_positive else _median(reported)
     mode_share = float((reported == mode_acc).sum()) / reported.shape[0]
     if zeros or (
         reported.shape[0] >= policy.const_acc_min_fixes and mode_share > policy.const_acc_share
@@ -168,15 +191,19 @@ def _accuracy(
                 evidence(acc_m=0.0 if zeros else mode_acc, share=mode_share, zero_count=zeros),
             )
         )
-    ok_acc = np.isfinite(acc) & (acc > 0) & (acc <= policy.max_acc_m)
+    positive_acc = acc > 0  # False for NaN
+    ok_acc = positive_acc & (acc <= policy.max_acc_m)  # +inf fails the upper bound
     new_keep = keep & ok_acc
-    t_k = track.t[keep]
-    dropped = ~ok_acc[keep]
-    span = float(t_k[-1] - t_k[0]) if t_k.shape[0] >= 2 else 0.0
-    dropped_s = float(np.diff(t_k)[dropped[1:]].sum()) if t_k.shape[0] >= 2 else 0.0
-    dropped_share = dropped_s / span if span > 0 else (1.0 if dropped.any() else 0.0)
+    if bool((keep <= ok_acc).all()):  # nothing kept is dropped for accuracy
+        dropped_share, n_dropped = 0.0, 0
+    else:
+        t_k = track.t[keep]
+        dropped = ~ok_acc[keep]
+        span = float(t_k[-1] - t_k[0]) if t_k.shape[0] >= 2 else 0.0
+        dropped_s = float(np.diff(t_k)[dropped[1:]].sum()) if t_k.shape[0] >= 2 else 0.0
+        dropped_share = dropped_s / span if span > 0 else (1.0 if dropped.any() else 0.0)
+        n_dropped = int(dropped.sum())
     low = median_acc > policy.low_conf_median_acc_m or dropped_share > policy.low_conf_dropped_share
-    n_dropped = int(dropped.sum())
     if low or n_dropped:
         flags.append(
             Flag(
@@ -188,32 +215,42 @@ def _accuracy(
                 evidence(count=n_dropped, median_acc_m=median_acc, dropped_share=dropped_share),
             )
         )
-    return new_keep, np.where(np.isfinite(acc) & (acc > 0), acc, policy.default_sigma_m), low
+    usable = positive_acc & (acc < np.inf)
+    sigma = acc if bool(usable.all()) else np.where(usable, acc, policy.default_sigma_m)
+    return new_keep, sigma, low
 
 
 def _jumps(
     t: FloatArray, u: Xyz, sigma: FloatArray, policy: PacePolicy
-) -> tuple[BoolArray, FloatArray]:
-    """G4 jump test per step: (is jump, step length)."""
-    d = xyz_steps_m(u)
-    thr = policy.jump_speed_mps * np.diff(t) + policy.jump_sigma_factor * np.sqrt(
-        sigma[:-1] ** 2 + sigma[1:] ** 2
-    )
-    return np.asarray(d > thr), d
+) -> tuple[BoolArray, FloatArray, FloatArray]:
+    """G4 jump test per step: (is jump, step length, step duration)."""
+    d = xyz_lag_m(u, 1)
+    dt = t[1:] - t[:-1]
+    s2 = sigma * sigma
+    noise = s2[:-1] + s2[1:]
+    np.sqrt(noise, out=noise)
+    noise *= policy.jump_sigma_factor
+    thr = policy.jump_speed_mps * dt
+    thr += noise
+    return np.asarray(d > thr), d, dt
 
 
-def _spikes(t: FloatArray, u: Xyz, sigma: FloatArray, policy: PacePolicy) -> BoolArray:
-    """G4 spikes: a fix that jumps out and whose next fix comes back."""
+def _spikes(
+    t: FloatArray,
+    u: Xyz,
+    sigma: FloatArray,
+    policy: PacePolicy,
+    steps: tuple[BoolArray, FloatArray, FloatArray],
+) -> BoolArray:
+    """G4 spikes: a fix that jumps out and whose next fix comes back (`steps` from `_jumps`)."""
     n = t.shape[0]
     spike = np.zeros(n, dtype=np.bool_)
     if n < 3:
         return spike
-    jump, d = _jumps(t, u, sigma, policy)
-    dt = t[1:] - t[:-1]
+    jump, d, dt = steps
     if not jump.any() and not (d > policy.spike_speed_mps * dt).any():
         return spike  # neither condition below can hold without such a step
-    k = np.arange(n - 2, dtype=np.int64)
-    skip = xyz_distance_m(u, k, k + 2)
+    skip = xyz_lag_m(u, 2)
     skip_thr = policy.jump_speed_mps * (t[2:] - t[:-2]) + policy.jump_sigma_factor * np.sqrt(
         sigma[:-2] ** 2 + sigma[2:] ** 2
     )
@@ -230,7 +267,7 @@ def _spikes(t: FloatArray, u: Xyz, sigma: FloatArray, policy: PacePolicy) -> Boo
 
 
 def _extrapolated(
-    t: FloatArray,
+    dt: FloatArray,
     lat: FloatArray,
     lon: FloatArray,
     d: FloatArray,
@@ -239,25 +276,29 @@ def _extrapolated(
 ) -> BoolArray:
     """H4: runs of >= 3 one-second steps of identical length and bearing, > 5 m each."""
     m = d.shape[0]
-    cand = (
-        usable
-        & (np.abs(np.diff(t) - policy.extrap_dt_s) <= policy.extrap_dt_tol_s)
-        & (d > policy.extrap_min_step_m)
-    )
-    if m < policy.extrap_min_steps or not cand.any():
-        return np.zeros(m, dtype=np.bool_)
-    bearing = np.zeros(m)
-    k = np.flatnonzero(cand)
-    bearing[k] = bearings_deg(lat[k], lon[k], lat[k + 1], lon[k + 1])
-    pair = (
-        cand[1:]
-        & cand[:-1]
-        & (np.abs(d[1:] - d[:-1]) <= policy.extrap_len_tol_m)
-        & (angle_diff_deg(bearing[1:], bearing[:-1]) <= policy.extrap_bearing_tol_deg)
-    )
+    none = np.zeros(m, dtype=np.bool_)
+    if m < policy.extrap_min_steps:
+        return none
+    cand = d > policy.extrap_min_step_m
+    if not cand.any():
+        return none
+    cand &= usable
+    cand &= np.abs(dt - policy.extrap_dt_s) <= policy.extrap_dt_tol_s
+    # pair k links steps k and k+1: both candidates, of equal length and bearing
+    pair = cand[1:] & cand[:-1]
+    pair &= np.abs(d[1:] - d[:-1]) <= policy.extrap_len_tol_m
+    k = np.flatnonzero(pair)
+    if k.shape[0] == 0:
+        return none
+    k1, k2 = k + 1, k + 2
+    b0 = bearings_deg(lat[k], lon[k], lat[k1], lon[k1])
+    b1 = bearings_deg(lat[k1], lon[k1], lat[k2], lon[k2])
+    pair[k] = angle_diff_deg(b1, b0) <= policy.extrap_bearing_tol_deg
     starts, stops = _runs(pair)
     long = (stops - starts) >= policy.extrap_min_steps - 1
-    # pair k links steps k and k+1: a run of pairs [s, e) covers steps [s, e + 1)
+    if not long.any():
+        return none
+    # a run of pairs [s, e) covers steps [s, e + 1)
     return _mark(m, starts[long], stops[long] + 1)
 
 
@@ -287,9 +328,14 @@ def clean(track: Track, policy: PacePolicy, now: float) -> Cleaning:
     if index.shape[0] < policy.min_fixes:
         return Cleaning(flags, None, low_conf, True)
 
-    t, lat, lon, sigma = track.t[index], track.lat[index], track.lon[index], sigma_all[index]
+    kept_all = index.shape[0] == len(track)  # no gathers needed (the arrays are never written)
+    if kept_all:
+        t, lat, lon, sigma = track.t, track.lat, track.lon, sigma_all
+    else:
+        t, lat, lon, sigma = track.t[index], track.lat[index], track.lon[index], sigma_all[index]
     u = unit_vectors(lat, lon)
-    spike = _spikes(t, u, sigma, policy)
+    jumps = _jumps(t, u, sigma, policy)
+    spike = _spikes(t, u, sigma, policy, jumps)
     if spike.any():
         count = int(spike.sum())
         first = int(np.argmax(spike))
@@ -305,9 +351,10 @@ def clean(track: Track, policy: PacePolicy, now: float) -> Cleaning:
         ok = ~spike
         index, t, lat, lon, sigma = index[ok], t[ok], lat[ok], lon[ok], sigma[ok]
         u = (u[0][ok], u[1][ok], u[2][ok])
+        kept_all = False
+        jumps = _jumps(t, u, sigma, policy)
 
-    jump, d = _jumps(t, u, sigma, policy)
-    dt = np.diff(t)
+    jump, d, dt = jumps
     elapsed = float(t[-1] - t[0])
     if jump.any():
         sizes = d[jump]
@@ -369,7 +416,7 @@ def clean(track: Track, policy: PacePolicy, now: float) -> Cleaning:
                 ),
             )
         )
-    extrap = _extrapolated(t, lat, lon, d, ~jump & ~brk, policy)
+    extrap = _extrapolated(dt, lat, lon, d, ~jump & ~brk, policy)
     if extrap.any():
         first = int(np.argmax(extrap))
         flags.append(
@@ -399,10 +446,12 @@ def clean(track: Track, policy: PacePolicy, now: float) -> Cleaning:
         creditable=creditable,
         seg_first=seg_first,
         seg_last=seg_last,
-        speed_mps=track.speed_mps[index],
-        course_deg=track.course_deg[index],
-        course_acc_deg=track.course_acc_deg[index],
-        heading_deg=track.heading_deg[index],
-        cadence_spm=track.cadence_spm[index],
+        speed_mps=track.speed_mps if kept_all else track.speed_mps[index],
+        course_deg=track.course_deg if kept_all else track.course_deg[index],
+        course_acc_deg=track.course_acc_deg if kept_all else track.course_acc_deg[index],
+        heading_deg=track.heading_deg if kept_all else track.heading_deg[index],
+        cadence_spm=track.cadence_spm if kept_all else track.cadence_spm[index],
+        dt=dt,
+        step_m=d,
     )
     return Cleaning(flags, prepared, low_conf, record_blocked)

@@ -122,8 +122,7 @@ def vehicle_rule(p: Prepared, policy: PacePolicy) -> list[Flag]:
     """V1 (10 s above 9 m/s) and V2 (5 s smoothed speed above 12.5 m/s)."""
     flags: list[Flag] = []
     # A chord is never longer than the path: no window beats the fastest smoothed step.
-    dt = p.t[1:] - p.t[:-1]
-    if p.t.shape[0] < 2 or float((xyz_steps_m(p.steps.xyz_s) / dt).max()) <= min(
+    if p.t.shape[0] < 2 or float((xyz_steps_m(p.steps.xyz_s) / p.dt).max()) <= min(
         policy.vehicle_mps, policy.superhuman_mps
     ):
         return flags
@@ -163,7 +162,7 @@ def acceleration_rule(p: Prepared, policy: PacePolicy) -> list[Flag]:
         return []
     # The windows are >= `hold` on each side, so a flag needs a chord speed above accel x hold,
     # and no chord is faster than the fastest raw step.
-    if float((xyz_steps_m(p.steps.xyz) / (t[1:] - t[:-1])).max()) <= policy.accel_mps2 * hold:
+    if float((p.step_m / p.dt).max()) <= policy.accel_mps2 * hold:
         return []
     i = np.arange(n, dtype=np.int64)
     j = p.ahead(hold)

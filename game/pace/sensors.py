@@ -14,18 +14,22 @@ from game.track import (
     xyz_step_bearings_deg,
 )
 
+_NONE = np.zeros(0, dtype=np.int64)
+
 
 def _window_speed_raw(p: Prepared, window_s: float) -> FloatArray:
     """Chord speed of raw positions from each fix over the next `window_s` (NaN past a break)."""
     n = p.t.shape[0]
-    i = np.arange(n, dtype=np.int64)
     j = p.ahead(window_s)
     valid = j <= p.seg_last
     j = np.minimum(j, n - 1)
-    span = p.t[j] - p.t[i]
-    dist = xyz_distance_m(p.steps.xyz, i, j)
-    ok = valid & (span > 0)
-    return np.asarray(np.where(ok, dist / np.where(span > 0, span, 1.0), np.nan))
+    span = p.t[j] - p.t
+    dist = xyz_distance_m(p.steps.xyz, None, j)
+    valid &= span > 0
+    span[~valid] = 1.0  # (only where the speed is NaN anyway)
+    dist /= span
+    dist[~valid] = np.nan
+    return dist
 
 
 def speed_noise_rule(p: Prepared, policy: PacePolicy) -> list[Flag]:
@@ -33,24 +37,54 @@ def speed_noise_rule(p: Prepared, policy: PacePolicy) -> list[Flag]:
     t, n = p.t, p.t.shape[0]
     speed = _window_speed_raw(p, policy.cv_speed_window_s)
     valid = np.isfinite(speed)
-    s = np.where(valid, speed, 0.0)
-    ref = float(s[valid].mean()) if valid.any() else 0.0
-    d = s - ref  # centring keeps the variance from prefix sums precise
-    c1 = np.concatenate(([0.0], d.cumsum()))
-    c2 = np.concatenate(([0.0], np.cumsum(d * d)))
-    cn = np.concatenate(([0], np.cumsum(valid.astype(np.int64, copy=False))))
+    invalid = ~valid
+    any_valid = not bool(invalid.all())
+    s = speed
+    s[invalid] = 0.0  # (speed is this rule's own array)
+    ref = float(s[valid].mean()) if any_valid else 0.0
+    d = s
+    d -= ref  # centring keeps the variance from prefix sums precise
+    c1 = np.empty(n + 1)
+    c1[0] = 0.0
+    np.cumsum(d, out=c1[1:])
+    c2 = np.empty(n + 1)
+    c2[0] = 0.0
+    d *= d
+    np.cumsum(d, out=c2[1:])
+    cn = np.empty(n + 1, dtype=np.int64)
+    cn[0] = 0
+    np.cumsum(valid, out=cn[1:])
     span = policy.cv_span_s - policy.cv_speed_window_s
-    e = t.searchsorted(t + span, side="right").astype(np.int64, copy=False)  # exclusive end
-    i = np.arange(n, dtype=np.int64)
-    count = cn[e] - cn[i]
-    full = (count == e - i) & (count >= 10) & (e - 1 <= p.seg_last)
-    full &= t[np.maximum(e - 1, 0)] - t >= span - policy.normal_gap_s
+    e = p.after(span)  # exclusive end: first fix more than `span` later
+    e1 = np.maximum(e - 1, 0) if span < 0 else e - 1
+    count = cn[e]
+    count -= cn[:n]
+    full = count == e - np.arange(n, dtype=np.int64)
+    full &= count >= 10
+    full &= e1 <= p.seg_last
+    gap = t[e1]
+    gap -= t
+    full &= gap >= span - policy.normal_gap_s
+    if not full.any():
+        return []
     cnt = np.maximum(count, 1)
-    mean_d = (c1[e] - c1[i]) / cnt
-    var = np.maximum((c2[e] - c2[i]) / cnt - mean_d**2, 0.0)
-    mean = mean_d + ref
-    cv = np.sqrt(var) / np.where(mean > 0, mean, 1.0)
-    hit = full & (mean >= policy.cv_min_speed_mps) & (cv < policy.cv_max)
+    mean_d = c1[e]
+    mean_d -= c1[:n]
+    mean_d /= cnt
+    var = c2[e]
+    var -= c2[:n]
+    var /= cnt
+    var -= mean_d * mean_d
+    np.maximum(var, 0.0, out=var)
+    mean = mean_d
+    mean += ref
+    hit = full
+    hit &= mean >= policy.cv_min_speed_mps
+    if not hit.any():
+        return []
+    cv = np.sqrt(var, out=var)
+    cv /= np.where(mean > 0, mean, 1.0)
+    hit &= cv < policy.cv_max
     if not hit.any():
         return []
     k = int(np.argmax(hit))
@@ -76,20 +110,38 @@ def wobble_rule(p: Prepared, policy: PacePolicy) -> list[Flag]:
     n = p.t.shape[0]
     if n < 3:
         return []
+    cum = p.steps.cum_m
+    if float(cum[-1]) < 0.9 * policy.wobble_block_m:
+        return []  # no block can be long enough
     rad = np.pi / 180.0 * 6371008.8
-    y = (p.lat - p.lat[0]) * rad
-    x = (p.lon - p.lon[0]) * rad * np.cos(np.radians(p.lat[0]))
+    y = p.lat - p.lat[0]
+    y *= rad
+    x = p.lon - p.lon[0]
+    x *= rad
+    x *= np.cos(np.radians(p.lat[0]))
     cx, cy = x[2:] - x[:-2], y[2:] - y[:-2]
     ex, ey = x[1:-1] - x[:-2], y[1:-1] - y[:-2]
     chord = np.hypot(cx, cy)
     moving = p.steps.moving
-    ok = (chord > 0.5) & moving[:-1] & moving[1:]
-    wobble = np.abs(cx * ey - cy * ex) / np.where(chord > 0, chord, 1.0)
-    cum = p.steps.cum_m
+    ok = chord > 0.5
+    ok &= moving[:-1]
+    ok &= moving[1:]
+    wobble = cx * ey
+    cy *= ex
+    wobble -= cy
+    np.abs(wobble, out=wobble)
+    chord[~(chord > 0)] = 1.0  # (only where ok is False)
+    wobble /= chord
+    small_ok = wobble < policy.wobble_max_m
+    small_ok &= ok
+    # a hit needs a block with 2 x small > total >= 10, so at least 6 small ones
+    if int(np.count_nonzero(small_ok)) < 6:
+        return []
     block = np.floor(cum / policy.wobble_block_m).astype(np.int64, copy=False)
     nb = int(block[-1]) + 1
-    total = np.bincount(block[1:-1][ok], minlength=nb)
-    small = np.bincount(block[1:-1][ok & (wobble < policy.wobble_max_m)], minlength=nb)
+    inner = block[1:-1]
+    total = np.bincount(inner[ok], minlength=nb)
+    small = np.bincount(inner[small_ok], minlength=nb)
     first = block.searchsorted(np.arange(nb), side="left")
     last = block.searchsorted(np.arange(nb), side="right") - 1
     path = cum[last] - cum[first]
@@ -123,19 +175,33 @@ def wobble_rule(p: Prepared, policy: PacePolicy) -> list[Flag]:
 def _window_means(p: Prepared, hold_s: float) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per fix, over the next `hold_s`: (credited speed, mean cadence, covered mask as float)."""
     t, n = p.t, p.t.shape[0]
-    i = np.arange(n, dtype=np.int64)
     j = p.ahead(hold_s)
     ok = j <= p.seg_last
     j = np.minimum(j, n - 1)
-    span = t[j] - t[i]
+    span = t[j] - t
     cad_ok = np.isfinite(p.cadence_spm)
-    c_sum = np.concatenate(([0.0], np.cumsum(np.where(cad_ok, p.cadence_spm, 0.0))))
-    c_cnt = np.concatenate(([0], np.cumsum(cad_ok.astype(np.int64))))
-    cnt = c_cnt[j + 1] - c_cnt[i]
-    ok &= (span > 0) & (cnt >= 0.8 * (j - i + 1))
+    c_sum = np.empty(n + 1)
+    c_sum[0] = 0.0
+    j1 = j + 1
+    ok &= span > 0
+    if cad_ok.all():  # every fix has a cadence: the count is the window's length
+        np.cumsum(p.cadence_spm, out=c_sum[1:])
+        cnt = j1 - np.arange(n, dtype=np.int64)
+    else:
+        np.cumsum(np.where(cad_ok, p.cadence_spm, 0.0), out=c_sum[1:])
+        c_cnt = np.empty(n + 1, dtype=np.int64)
+        c_cnt[0] = 0
+        np.cumsum(cad_ok, out=c_cnt[1:])
+        cnt = c_cnt[j1]
+        cnt -= c_cnt[:n]
+        ok &= cnt >= 0.8 * (j1 - np.arange(n, dtype=np.int64))
     cum = p.steps.cum_m
-    speed = (cum[j] - cum[i]) / np.where(span > 0, span, 1.0)
-    cadence = (c_sum[j + 1] - c_sum[i]) / np.maximum(cnt, 1)
+    speed = cum[j]
+    speed -= cum[:n]
+    speed /= np.where(span > 0, span, 1.0)
+    cadence = c_sum[j1]
+    cadence -= c_sum[:n]
+    cadence /= np.maximum(cnt, 1)
     return speed, cadence, ok.astype(np.float64)
 
 
@@ -148,7 +214,7 @@ def sensor_rule(p: Prepared, policy: PacePolicy) -> list[Flag]:
     step_speed = np.concatenate((p.steps.speed_mps, [np.nan]))
     with np.errstate(invalid="ignore"):
         low = (step_speed > policy.cadence_speed_mps) & (p.cadence_spm < policy.cadence_min_spm)
-    starts, stops = _runs(low)
+    starts, stops = _runs(low) if low.any() else (_NONE, _NONE)
     dur = p.t[stops - 1] - p.t[starts]
     if dur.shape[0] and float(dur.max()) >= policy.cadence_hold_s:
         k = int(starts[int(np.argmax(dur))])
@@ -194,25 +260,26 @@ def facing_rule(p: Prepared, policy: PacePolicy) -> list[Flag]:
     n = p.t.shape[0]
     if n < 2 or not np.isfinite(p.heading_deg).any():
         return []
-    step_course = np.concatenate((xyz_step_bearings_deg(p.steps.xyz_s), [np.nan]))
-    course = np.where(np.isfinite(p.course_deg), p.course_deg, step_course)
-    chord_speed = np.concatenate((p.steps.speed_mps, [np.nan]))
-    speed = np.where(np.isfinite(p.speed_mps), p.speed_mps, chord_speed)
-    moving = np.concatenate((p.steps.moving, [False]))
+    # Samples are moving steps (the last fix has no step); the course falls back to the smoothed
+    # step bearing, which is always finite, so it is computed only where the device gave none.
+    m = n - 1
+    reported = p.speed_mps[:m]
+    speed = np.where(np.isfinite(reported), reported, p.steps.speed_mps)
     with np.errstate(invalid="ignore"):
-        course_ok = ~(p.course_acc_deg > policy.facing_max_course_acc_deg)
-        sample = (
-            moving
-            & (speed >= policy.facing_min_speed_mps)
-            & course_ok
-            & np.isfinite(p.heading_deg)
-            & np.isfinite(course)
-        )
-    count = int(sample.sum())
+        sample = speed >= policy.facing_min_speed_mps
+        sample &= p.steps.moving
+        sample &= ~(p.course_acc_deg[:m] > policy.facing_max_course_acc_deg)
+        sample &= np.isfinite(p.heading_deg[:m])
+    k = np.flatnonzero(sample)
+    count = int(k.shape[0])
     if count < policy.facing_min_samples:
         return []
-    away = angle_diff_deg(p.heading_deg[sample], course[sample]) >= policy.facing_away_deg
-    share_away = float(away.mean())
+    course = p.course_deg[k]
+    missing = ~np.isfinite(course)
+    if missing.any():
+        course[missing] = xyz_step_bearings_deg(p.steps.xyz_s, k[missing])
+    away = angle_diff_deg(p.heading_deg[k], course) >= policy.facing_away_deg
+    share_away = np.count_nonzero(away) / count  # = away.mean(): exact counts, one division
     if share_away >= policy.facing_accept_share:
         return []
     ev = evidence(share_away=share_away, count=count)
