@@ -21,7 +21,7 @@ from server.rooms.backplane.base import Outbound
 #: Frames (events, direct frames) a connection may have waiting before it counts as too slow.
 MAX_QUEUED = 1024
 MAX_LAG_S = 5.0
-CLOSE_WAIT_S = 10.0
+CLOSE_WAIT_S = 30.0
 SLOW_CONSUMER = 1013
 
 
@@ -132,7 +132,12 @@ class Connection:
                     elif item.kind == "welcome":
                         self._sent_seq = item.seq
                     self._sending_since = time.monotonic()
-                    await ws.send_text(self._text(item))
+                    try:
+                        await asyncio.wait_for(ws.send_text(self._text(item)), self._max_lag_s)
+                    except TimeoutError:  # its socket has taken nothing for a while
+                        self._sending_since = 0.0
+                        self.close(SLOW_CONSUMER)
+                        return
                 self._sending_since = 0.0
                 if out.kind == "replay":
                     self._sent_seq = max(self._sent_seq, out.seq)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ RATE_PER_S, RATE_BURST = 20.0, 40.0
 #: More refused (rate-limited) frames than this within the window closes the socket with 4429.
 ABUSE_WINDOW_S, ABUSE_LIMIT = 5.0, 40
 MAX_ROOM_ID = 64
+SEND_BUFFER_BYTES = 32 * 1024
 
 
 class _Bucket:
@@ -73,6 +75,7 @@ async def room_socket(websocket: WebSocket, room_id: str) -> None:
         await websocket.close(1008)  # before accept: the handshake is refused (403)
         return
     await websocket.accept()
+    _limit_send_buffer(websocket)
     metrics.WS_CONNECTIONS.inc()
     try:
         runner = await _authenticate(websocket, settings, websocket.state.engine)
@@ -80,6 +83,31 @@ async def room_socket(websocket: WebSocket, room_id: str) -> None:
             await _serve(websocket, room_id, runner, websocket.state.rooms)
     finally:
         metrics.WS_CONNECTIONS.dec()
+
+
+def _limit_send_buffer(ws: WebSocket) -> None:
+    """Keep the kernel's send buffer small, so a phone that stops reading is noticed in seconds
+    (the per-connection queue and its lag check do the rest), not after megabytes. Best effort:
+    only where the ASGI server exposes its transport (uvicorn does)."""
+    transport = _transport_of(ws._send)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+
+
+def _transport_of(send: Any, depth: int = 0) -> Any:
+    """The server's transport behind an ASGI `send` (middlewares wrap it in closures)."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is not None or depth > 6:
+        return transport
+    for cell in getattr(send, "__closure__", None) or ():
+        with contextlib.suppress(ValueError):
+            if callable(cell.cell_contents):
+                found = _transport_of(cell.cell_contents, depth + 1)
+                if found is not None:
+                    return found
+    return None
 
 
 async def _refuse_and_close(ws: WebSocket, code: str, message: str, close: int) -> None:

@@ -1,0 +1,166 @@
+"""A whole live race through the room: 20 runners, spectators, a moderator, a car cheater."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+from game.generate import Profile, generate
+from tests.rooms.conftest import (
+    LiveServer,
+    World,
+    expected_finishes,
+    gps_frames,
+    join,
+    recv,
+    send_paced,
+    shifted,
+)
+
+DISTANCE_M = 200.0
+
+
+async def _collect(ws: Any, stop: Any, out: list[dict[str, Any]], timeout: float = 40.0) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await recv(ws, timeout)
+            out.append(frame)
+            if stop(frame):
+                return
+
+
+async def test_twenty_runners_finish_in_order_with_their_own_crossing_times(
+    live: LiveServer, world: World
+) -> None:
+    runners = await world.users(20)
+    spectators = await world.users(2)
+    (moderator,) = await world.users(1, "moderator")
+    probes = {
+        rid: generate(
+            (Profile.HONEST_RECREATIONAL, Profile.HONEST_TRAINED)[i % 2], 100 + i, 0.0, 330.0
+        )
+        for i, rid in enumerate(runners)
+    }
+    longest = max(float(t.t[-1] - t.t[0]) for t in probes.values())
+    gun = round(time.time() - longest - 5.0, 3)
+    tracks = {rid: shifted(t, gun + 0.5) for rid, t in probes.items()}
+    expected = expected_finishes(tracks, DISTANCE_M, gun)
+    assert len(expected) == 20
+    race_id = await world.race(moderator, runners, DISTANCE_M, gun=gun)
+
+    watchers = [await join(live, race_id, world.tokens[s]) for s in (*spectators, moderator)]
+    assert all(w["role"] == "spectator" for _, w in watchers[:2])
+    assert watchers[2][1]["role"] == "moderator" and watchers[2][1]["control"] is True
+    seen: list[list[dict[str, Any]]] = [[], [], []]
+    closed = lambda f: f.get("event") == "closed"  # noqa: E731
+    collectors = [
+        asyncio.create_task(_collect(ws, closed, seen[i])) for i, (ws, _) in enumerate(watchers)
+    ]
+
+    acked: dict[str, set[int]] = {}
+
+    async def run(rid: str) -> None:
+        ws, welcome = await join(live, race_id, world.tokens[rid])
+        assert welcome["role"] == "runner" and welcome["you"] == rid
+        frames = gps_frames(tracks[rid], expected[rid][0] + 1)
+        sender = asyncio.create_task(send_paced(ws, frames))
+        got: set[int] = set()
+        async with asyncio.timeout(40):
+            while len(got) < len(frames):
+                frame = await recv(ws)
+                if frame["type"] == "ack":
+                    got.add(frame["seq"])
+                if frame["type"] == "error":
+                    raise AssertionError(frame)
+        acked[rid] = got
+        await sender
+        await ws.close()
+
+    await asyncio.gather(*(run(r) for r in runners))
+    await asyncio.gather(*collectors)
+
+    # every fix acked once stored
+    for rid in runners:
+        assert acked[rid] == set(range(1, expected[rid][0] + 2))
+    # finish order and times: each runner's own crossing (pure engine on the same fixes)
+    finished = [f for f in seen[0] if f.get("event") == "runner_finished"]
+    assert {f["runner_id"] for f in finished} == set(runners)
+    for f in finished:
+        assert abs(f["time_s"] - expected[f["runner_id"]][1]) < 0.002, f
+    results = next(f for f in seen[0] if f.get("event") == "closed")["results"]
+    by_time = sorted(runners, key=lambda r: (round(expected[r][1], 3), r))
+    assert [r["runner_id"] for r in results] == by_time
+    assert [r["place"] for r in results] == list(range(1, 21))
+    # spectators see the same numbered stream, without gaps
+    for frames in seen:
+        seqs = [f["seq"] for f in frames if f["type"] in ("event", "countdown") and "seq" in f]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert [f["seq"] for f in seen[0] if "seq" in f] == [f["seq"] for f in seen[1] if "seq" in f]
+    standings = [f for f in seen[0] if f["type"] == "standings"]
+    assert standings and standings[-1]["leaders"][0]["runner_id"] == by_time[0]
+    assert "you" not in standings[-1]
+    # the stream holds the published results
+    events = await world.stream(race_id)
+    (final,) = [e for e in events if e.type == "RaceFinished"]
+    assert [r["runner_id"] for r in final.data["results"]] == by_time
+    async with httpx.AsyncClient(base_url=live.http_url) as http:
+        r = await http.get(f"/api/v1/races/{race_id}/results")
+        if r.status_code == 200:  # the races API (another module) publishes the same results
+            body = r.json()
+            rows = body["results"] if isinstance(body, dict) else body
+            assert [x["runner_id"] for x in rows][:20] == by_time
+    for ws, _ in watchers:
+        await ws.close()
+
+
+async def test_a_car_is_flagged_live_to_the_moderator_and_not_ranked(
+    live: LiveServer, world: World
+) -> None:
+    car, honest = await world.users(2)
+    (moderator,) = await world.users(1, "moderator")
+    (spectator,) = await world.users(1)
+    probe = generate(Profile.CAR, 1, 0.0, 700.0)
+    gun = round(time.time() - float(probe.t[-1] - probe.t[0]) - 5.0, 3)
+    track = shifted(probe, gun + 0.5)
+    crossing, _ = expected_finishes({car: track}, 700.0, gun)[car]
+    race_id = await world.race(moderator, [car, honest], 700.0, gun=gun)
+    mod, _ = await join(live, race_id, world.tokens[moderator])
+    spec, _ = await join(live, race_id, world.tokens[spectator])
+    runner, _ = await join(live, race_id, world.tokens[car])
+    sender = asyncio.create_task(send_paced(runner, gps_frames(track, crossing + 2)))
+
+    async def drain() -> None:  # the runner reads its acks
+        with contextlib.suppress(Exception):
+            async for _ in runner:
+                pass
+
+    drainer = asyncio.create_task(drain())
+
+    mod_frames: list[dict[str, Any]] = []
+    await _collect(mod, lambda f: f.get("event") == "runner_finished", mod_frames)
+    flags = [f for f in mod_frames if f.get("event") == "flag" and f["hard_fail"]]
+    assert flags and flags[0]["runner_id"] == car
+    assert flags[0]["code"] in ("superhuman_speed", "vehicle_speed", "jump")
+    first_flag = mod_frames.index(flags[0])
+    finish = next(f for f in mod_frames if f.get("event") == "runner_finished")
+    assert mod_frames.index(finish) > first_flag  # flagged live, before the line
+    assert finish["status"] == "dq"
+    await sender
+    spec_frames: list[dict[str, Any]] = []
+    await mod.send(orjson.dumps({"type": "control", "action": "close", "cid": "c1"}).decode())
+    await _collect(spec, lambda f: f.get("event") == "closed", spec_frames)
+    assert not [f for f in spec_frames if f.get("event") == "flag"]  # moderators only
+    results = {r["runner_id"]: r for r in spec_frames[-1]["results"]}
+    assert results[car]["place"] is None and results[car]["status"] == "dq"
+    assert results[honest]["status"] == "dnf"
+    standings = [f for f in spec_frames if f["type"] == "standings"][-1]
+    car_row = next(r for r in standings["leaders"] if r["runner_id"] == car)
+    assert car_row["status"] == "dq" and car_row["rank"] == 2  # below the honest runner
+    for ws in (mod, spec, runner):
+        await ws.close()
+    await drainer
