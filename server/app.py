@@ -27,6 +27,7 @@ from server.api import (
     streams,
 )
 from server.api import boards as boards_api
+from server.api.boards import PageCache
 from server.boards import Leaderboards, leaderboards_from_settings
 from server.config import Settings
 from server.errors import add_exception_handlers
@@ -54,6 +55,7 @@ class State(TypedDict):
     boards: Leaderboards
     projections: ProjectionRunner
     rooms: RoomRegistry
+    board_pages: PageCache
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -93,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     boards=boards,
                     projections=runner,
                     rooms=rooms,
+                    board_pages=PageCache(),
                 )
             finally:
                 await rooms.close(1012)  # stores buffered fixes; sockets: "server restarting"

@@ -68,6 +68,8 @@ class ProjectionRunner:
         self.projections = list(projections)
         self.batch_size = batch_size
         self.poll_s = poll_s
+        #: Events this process has applied so far; caches of read models key on it.
+        self.applied = 0
 
     async def catch_up(self, projection: Projection) -> int:
         """Apply every event past the projection's checkpoint; returns how many it applied."""
@@ -88,6 +90,7 @@ class ProjectionRunner:
                     await projection.apply(conn, batch)
                     await _save_checkpoint(conn, projection.name, batch[-1].position)
             applied += len(batch)
+            self.applied += len(batch)
 
     async def run_once(self) -> int:
         """Catch every projection up; returns the number of events applied in total."""
@@ -107,6 +110,7 @@ class ProjectionRunner:
 
     async def rebuild(self) -> int:
         """Reset every read model and replay the whole log into it."""
+        self.applied += 1  # the read models change even when the log is empty
         for p in self.projections:
             async with self.store.engine.connect() as raw:
                 conn = await writer(raw)
