@@ -24,6 +24,7 @@ from server.api import (
     profile,
     races,
     runs,
+    spotters,
     streams,
 )
 from server.api import boards as boards_api
@@ -35,7 +36,7 @@ from server.limits import AbuseLimitsMiddleware
 from server.observability import RequestContextMiddleware, configure_logging
 from server.projections import build_projections
 from server.rooms import ws
-from server.rooms.backplane import MemoryBackplane
+from server.rooms.backplane import backplane_from_settings
 from server.rooms.registry import RoomRegistry
 from server.scheduler import run_scheduler, tick
 from server.store.db import create_engine
@@ -84,7 +85,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     run_scheduler(store, boards, runner, settings, stop), name="scheduler"
                 ),
             ]
-            rooms = RoomRegistry(store, MemoryBackplane(), tick_hz=settings.room_tick_hz)
+            rooms = RoomRegistry(
+                store,
+                backplane_from_settings(settings, redis),
+                tick_hz=settings.room_tick_hz,
+                safety=settings.safety_policy(),
+            )
             rooms.start()
             try:
                 yield State(
@@ -134,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         drills,
         boards_api,
         moderation,
+        spotters,
         streams,
     ):
         app.include_router(module.router, prefix="/api/v1")

@@ -13,6 +13,8 @@ from pydantic import BeforeValidator, Field, PlainSerializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from game.safety import SafetyPolicy
+
 DEFAULT_SECRET = "change-me"
 
 
@@ -81,6 +83,13 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(default=60.0, gt=0)
     #: Live race standings broadcasts per second (1 to 4).
     room_tick_hz: float = Field(default=1.0, ge=1, le=4)
+    #: Spotter safety alerts (game/safety.py): no credited distance for this long in a race, a
+    #: sudden stop that lasts this long, the runner's window to cancel a false alarm, and the
+    #: time after which an alert nobody acknowledged is escalated.
+    safety_no_progress_s: float = Field(default=60.0, gt=0)
+    safety_fall_stopped_s: float = Field(default=5.0, gt=0)
+    safety_cancel_window_s: float = Field(default=15.0, ge=0)
+    safety_escalate_s: float = Field(default=60.0, gt=0)
     #: Abuse limits (server/limits.py): token buckets per client address (per account for run
     #: uploads), written "COUNT/WINDOW" (`10/min`, `200/10s`): at most COUNT at once, refilled
     #: evenly over WINDOW. In-process: with several server processes each keeps its own buckets.
@@ -107,6 +116,15 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, v: str | None) -> str | None:
         return v or None
+
+    def safety_policy(self) -> SafetyPolicy:
+        """The safety thresholds rooms use (the rest of `SafetyPolicy` keeps its defaults)."""
+        return SafetyPolicy(
+            stopped_s=self.safety_fall_stopped_s,
+            no_progress_s=self.safety_no_progress_s,
+            cancel_window_s=self.safety_cancel_window_s,
+            escalate_after_s=self.safety_escalate_s,
+        )
 
     @cached_property
     def async_database_url(self) -> str:

@@ -15,6 +15,7 @@ from server.deps import CurrentRunner, EngineDep, EventStoreDep
 from server.errors import ApiError
 from server.security import verify_password
 from server.shred import decrypt_for, shred
+from server.spotters import erase_for as erase_spotters
 from server.store.club_projection import CLUB_MEMBERS
 from server.store.db import writer
 from server.store.progress import MEMBERS, RUNS
@@ -81,7 +82,8 @@ async def export(runner: CurrentRunner, engine: EngineDep, store: EventStoreDep)
 
 
 async def erase(engine: AsyncEngine, runner_id: str) -> None:
-    """Erase a runner's personal data: account row, tracks, live fixes, and their data key.
+    """Erase a runner's personal data: account row, tracks, live fixes, spotter pairings and
+    share links, and their data key.
 
     What stays: the pseudonymous runner id in events and on boards (results stay consistent for
     everyone else), and encrypted text nobody can decrypt any more.
@@ -93,6 +95,7 @@ async def erase(engine: AsyncEngine, runner_id: str) -> None:
             await conn.execute(delete(TRACKS).where(TRACKS.c.runner_id == runner_id))
             await conn.execute(delete(CHUNKS).where(CHUNKS.c.runner_id == runner_id))
             await conn.execute(delete(RUNNERS).where(RUNNERS.c.id == runner_id))
+            await erase_spotters(conn, runner_id)
 
 
 @router.delete("/me", status_code=status.HTTP_204_NO_CONTENT)

@@ -1,4 +1,5 @@
-"""Your profile: XP, level, badges and streaks, computed from your credited runs."""
+"""Your profile: XP, level, badges and streaks, computed from your credited runs, podiums and
+finished drills."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from game.rewards import CreditedRun, Podium, compute_profile
+from game.rewards import CreditedRun, DrillResult, Podium, compute_profile
 from server.deps import CurrentRunner, EngineDep, WriteSessionDep
 from server.errors import ApiError
+from server.store.drill_projection import DRILL_RESULTS
 from server.store.progress import CHALLENGES, RUNS
 from server.store.race_projection import RACES
 from server.store.tables import Runner
@@ -80,6 +82,9 @@ async def my_profile(runner: CurrentRunner, engine: EngineDep) -> ProfileOut:
                 )
             )
         ).all()
+        drilled = (
+            await conn.execute(select(DRILL_RESULTS).where(DRILL_RESULTS.c.runner_id == runner.id))
+        ).all()
     runs = [
         CreditedRun(
             run_id=r.id,
@@ -102,7 +107,10 @@ async def my_profile(runner: CurrentRunner, engine: EngineDep) -> ProfileOut:
         for res in (r.results or [])
         if res["runner_id"] == runner.id and res["place"] is not None and res["place"] <= 3
     ]
-    profile = compute_profile(runs, podiums, [], ZoneInfo(runner.tz), datetime.now(UTC))
+    drills = [
+        DrillResult(d.drill_id, _when(d.finished_at), d.median_ms, d.sync_score) for d in drilled
+    ]
+    profile = compute_profile(runs, podiums, drills, ZoneInfo(runner.tz), datetime.now(UTC))
     return ProfileOut(
         runner_id=runner.id,
         handle=runner.handle,

@@ -37,8 +37,11 @@ class Connection:
         moderator: bool,
         max_queued: int = MAX_QUEUED,
         max_lag_s: float = MAX_LAG_S,
+        follows: tuple[str, ...] = (),
     ) -> None:
         self.ws = ws
+        #: Runners this socket spots: their standings rows are spliced in as `"spotted"`.
+        self.follows = follows
         self._conn_id = uuid.uuid4().hex
         self._runner_id = runner_id
         self.role = role
@@ -105,8 +108,13 @@ class Connection:
 
     def _text(self, out: Outbound) -> str:
         if out.kind == "standings":
-            you = out.personal.get(self._runner_id) if out.personal else None
-            return out.text + (',"you":' + you + "}" if you is not None else "}")
+            personal = out.personal or {}
+            you = personal.get(self._runner_id)
+            tail = ',"you":' + you if you is not None else ""
+            if self.follows:
+                rows = [personal[r] for r in self.follows if r in personal]
+                tail += ',"spotted":[' + ",".join(rows) + "]"
+            return out.text + tail + "}"
         if out.kind == "pong":
             return out.text + ',"t2":' + repr(round(time.time(), 6)) + "}"
         return out.text
@@ -132,8 +140,9 @@ class Connection:
                     elif item.kind == "welcome":
                         self._sent_seq = item.seq
                     self._sending_since = time.monotonic()
-                    try:
-                        await asyncio.wait_for(ws.send_text(self._text(item)), self._max_lag_s)
+                    try:  # a timeout scope, not wait_for: no task per frame
+                        async with asyncio.timeout(self._max_lag_s):
+                            await ws.send_text(self._text(item))
                     except TimeoutError:  # its socket has taken nothing for a while
                         self._sending_since = 0.0
                         self.close(SLOW_CONSUMER)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from game import races
+from game import races, safety
 from game.pace import Flag
 
 LEADERS = 10
@@ -91,3 +91,52 @@ def flag_frame(flag_id: int, runner_id: str, flag: Flag, now: float) -> dict[str
         "evidence": dict(flag.evidence),
         "at": round(now, 3),
     }
+
+
+def alert_frame(alert: safety.Alert, position: dict[str, Any] | None) -> dict[str, Any]:
+    """`alert`: sent to the runner, their spotters and the race's moderators (no `seq`)."""
+    return {
+        "type": "alert",
+        "id": alert.alert_id,
+        "runner_id": alert.runner_id,
+        "kind": alert.kind,
+        "at": alert.at,
+        "cancel_until": alert.cancel_until,
+        "escalated": alert.escalated,
+        "status": alert.status.value,
+        "evidence": dict(alert.evidence),
+        "position": position,
+    }
+
+
+def safety_frame(
+    evt: safety.SafetyEvent, alert: safety.Alert, position: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The frame of a safety event (`alert` state after the event)."""
+    match evt:
+        case safety.AlertRaised():
+            return alert_frame(alert, position)
+        case safety.AlertCancelled():
+            return {
+                "type": "alert_cancelled",
+                "id": evt.alert_id,
+                "runner_id": evt.runner_id,
+                "by": evt.by,
+                "at": evt.at,
+            }
+        case safety.AlertAcknowledged():
+            return {
+                "type": "alert_acked",
+                "id": evt.alert_id,
+                "runner_id": evt.runner_id,
+                "by": evt.by,
+                "role": evt.role,
+                "at": evt.at,
+            }
+        case safety.AlertEscalated():
+            return {
+                **alert_frame(alert, position),
+                "type": "alert_escalated",
+                "escalated_at": evt.at,
+            }
+    raise ValueError(f"not a safety event: {evt!r}")

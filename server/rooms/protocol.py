@@ -6,10 +6,17 @@ Outgoing frames are built as plain dicts and encoded once per broadcast (`encode
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 #: Largest text frame a client may send, in characters.
 MAX_FRAME_CHARS = 16 * 1024
@@ -26,8 +33,18 @@ class _Frame(BaseModel):
 
 
 class AuthFrame(_Frame):
+    """Exactly one of `token` (an account's bearer token) and `share_token` (a spotter share
+    link's token, for someone without an account)."""
+
     type: Literal["auth"]
-    token: str = Field(min_length=1, max_length=4096)
+    token: str | None = Field(default=None, min_length=1, max_length=4096)
+    share_token: str | None = Field(default=None, min_length=16, max_length=200)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AuthFrame:
+        if (self.token is None) == (self.share_token is None):
+            raise ValueError("exactly one of token and share_token")
+        return self
 
 
 class PingFrame(_Frame):
@@ -100,12 +117,73 @@ ControlFrame = Annotated[
     ControlStart | ControlPause | ControlResume | ControlAbort | ControlDisqualify | ControlClose,
     Field(discriminator="action"),
 ]
+
+
+class AckFrame(_Frame):
+    """Drill rooms: the participant reacted to cue `cue` at `t` (their own clock, Unix seconds).
+
+    `steadiness` (0..1, balance_hold cues only): the share of the hold the phone stayed still,
+    1 - min(1, RMS of the gravity-removed acceleration in m/s^2 / 2.0), measured by the client.
+    """
+
+    type: Literal["ack"]
+    cue: int = Field(ge=1, le=100_000)
+    t: float = Field(ge=_T_MIN, le=_T_MAX)
+    steadiness: float | None = Field(default=None, ge=0, le=1)
+
+
+class SyncFrame(_Frame):
+    """Drill rooms: one finished ping/pong exchange, reported so the room knows this
+    connection's clock offset: `t0`/`t3` client clock (ping sent / pong received), `t1`/`t2`
+    the pong's server times."""
+
+    type: Literal["sync"]
+    t0: float = Field(ge=0, le=1e11)
+    t1: float = Field(ge=0, le=1e11)
+    t2: float = Field(ge=0, le=1e11)
+    t3: float = Field(ge=0, le=1e11)
+
+
+class AlertAckFrame(_Frame):
+    """Safety: a spotter or moderator acknowledges alert `id` (someone is on it)."""
+
+    type: Literal["alert_ack"]
+    id: str = Field(min_length=1, max_length=64)
+
+
+class AlertCancelFrame(_Frame):
+    """Safety: the runner cancels their alert `id` (a false alarm), within the cancel window."""
+
+    type: Literal["alert_cancel"]
+    id: str = Field(min_length=1, max_length=64)
+
+
 ClientFrame = Annotated[
-    AuthFrame | PingFrame | ReadyFrame | GpsFrame | ResumeFrame | ControlFrame,
+    AuthFrame
+    | PingFrame
+    | ReadyFrame
+    | GpsFrame
+    | ResumeFrame
+    | ControlFrame
+    | AckFrame
+    | SyncFrame
+    | AlertAckFrame
+    | AlertCancelFrame,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
-FRAME_TYPES = ("auth", "ping", "ready", "gps", "resume", "control")
+FRAME_TYPES = (
+    "auth",
+    "ping",
+    "ready",
+    "gps",
+    "resume",
+    "control",
+    "ack",
+    "sync",
+    "alert_ack",
+    "alert_cancel",
+)
 
 
 class FrameError(Exception):
@@ -158,3 +236,63 @@ def encode(frame: dict[str, Any]) -> str:
 
 def error(code: str, message: str, ref: str | None = None) -> str:
     return encode({"type": "error", "code": code, "message": message, "ref": ref})
+
+
+# Drill rooms: server frames (built as dicts; the room adds `seq` and `epoch` to numbered ones)
+
+
+class CueOut(TypedDict):
+    """`cue`: fire at server time `at` (Unix seconds); scored cues take an `ack` until `ack_by`."""
+
+    type: Literal["cue"]
+    id: int
+    at: float
+    move: str
+    prompt: str
+    scored: bool
+    phase: int  # index into the drill's phases
+    ack_by: float | None
+
+
+class PhaseOut(TypedDict):
+    """`phase`: phase `index` (of `of`) runs from `starts_at` to `ends_at` (server time)."""
+
+    type: Literal["phase"]
+    index: int
+    of: int
+    move: str
+    prompt: str
+    duration_s: float
+    starts_at: float
+    ends_at: float
+
+
+class DrillResultsOut(TypedDict):
+    """`drill_results`: every participant's scores and the group sync score (0..1)."""
+
+    type: Literal["drill_results"]
+    drill_id: str
+    at: float
+    scored_cues: int
+    scores: list[dict[str, Any]]
+    sync_score: float
+
+
+class ClockOut(TypedDict):
+    """`clock`: the offset (server - client, s) the room now uses for this connection's acks."""
+
+    type: Literal["clock"]
+    offset: float
+    rtt: float
+    samples: int
+    cid: NotRequired[str]
+
+
+class DrillAckOut(TypedDict):
+    """`ack` in a drill room: the reaction (or steadiness) to cue `cue` is stored."""
+
+    type: Literal["ack"]
+    cue: int
+    reaction_ms: float | None
+    steadiness: float | None
+    cid: NotRequired[str]

@@ -8,6 +8,11 @@ appends at the version it holds (it catches up on a conflict, e.g. a registratio
 API). Fixes are buffered per runner and stored every second (or 50 fixes) in one transaction
 (chunk rows + `FixesStored` events); a fix is acked only after that commit, so an acked fix
 survives a crash, and a restarted room rebuilds `RaceLive` from the stored chunks.
+
+Safety (docs/protocol.md, "Spotters and safety alerts"): a `FallDetector` per runner and the live
+pace check's `no_progress` raise alerts (`game.safety`), sent at once to the runner, their
+spotters' sockets and the moderators, then appended to the `safety-<race id>` stream by the
+writer task: an alert is not held back by a slow database.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,12 +32,16 @@ import orjson
 from sqlalchemy import insert, select
 
 from game import races
+from game import safety as game_safety
 from game.errors import DomainError
 from game.events import fold, from_data
+from game.pace import Activity, policy_for
 from game.track import Fix, Track
 from server.rooms import frames
 from server.rooms.backplane.base import Backplane, Inbound, Outbound
 from server.rooms.protocol import (
+    AlertAckFrame,
+    AlertCancelFrame,
     ControlAbort,
     ControlClose,
     ControlDisqualify,
@@ -90,6 +99,21 @@ class _Job:
     cid: str | None = None
 
 
+@dataclass(slots=True)
+class _SafetyAppend:
+    """Safety events already decided and sent, for the writer to store."""
+
+    events: list[game_safety.SafetyEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class _Spotter:
+    """A socket that spots runners of this race."""
+
+    runners: tuple[str, ...]
+    moderator: bool
+
+
 _FLUSH, _CATCH_UP, _STOP = "flush", "catch-up", "stop"
 
 
@@ -104,6 +128,7 @@ class Room:
         *,
         tick_hz: float = 1.0,
         clock: Callable[[], float] = time.time,
+        safety: game_safety.SafetyPolicy | None = None,
     ) -> None:
         self.race_id = race_id
         self.stream_id = f"race-{race_id}"
@@ -122,8 +147,15 @@ class Room:
         self._flag_id = 0
         self._flagged: set[tuple[str, str]] = set()
         self.ready: set[str] = set()
+        self.safety_policy = safety or game_safety.SafetyPolicy()
+        self.safety_stream = f"safety-{race_id}"
+        self.safety_state = game_safety.initial_state(f"race:{race_id}")
+        self.safety_version = 0
+        self.falls: dict[str, game_safety.FallDetector] = {}
+        self.spotters: dict[str, _Spotter] = {}  # conn id -> what it spots
+        self.positions: dict[str, dict[str, Any]] = {}  # runner -> last fix (memory only)
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=10_000)
-        self._jobs: deque[_Job | str] = deque()
+        self._jobs: deque[_Job | _SafetyAppend | str] = deque()
         self._job_ready = asyncio.Event()
         self._dirty = False
         self._tick = 0
@@ -143,6 +175,11 @@ class Room:
         self.version = recorded[-1].version if recorded else 0
         if self.state.status == races.RaceStatus.NONE:
             raise RoomNotFound(self.race_id)
+        alerts = await self.store.load(self.safety_stream)
+        self.safety_state = fold(
+            game_safety.evolve, self.safety_state, (from_data(e.type, e.data) for e in alerts)
+        )
+        self.safety_version = alerts[-1].version if alerts else 0
         await self._rebuild()
         if not await self.backplane.claim(self.race_id, self._inbox.put):
             raise RuntimeError(f"room {self.race_id} is owned elsewhere")
@@ -216,7 +253,8 @@ class Room:
     def _new_live(self) -> races.RaceLive:
         st = self.state
         assert st.start_at is not None
-        live = races.RaceLive(st.distance_m, st.start_at)
+        pace = replace(policy_for(Activity.RACE), no_progress_s=self.safety_policy.no_progress_s)
+        live = races.RaceLive(st.distance_m, st.start_at, pace)
         live.paused_s = st.paused_s
         live.paused_at = st.paused_at
         return live
@@ -247,7 +285,14 @@ class Room:
         self.flags.append(frame)
         await self._publish(Outbound("direct", encode(frame), audience="moderators"))
 
-    def _welcome(self, runner_id: str, role: str, moderator: bool, now: float) -> Outbound:
+    def _welcome(
+        self,
+        runner_id: str,
+        role: str,
+        moderator: bool,
+        now: float,
+        spotting: tuple[str, ...] = (),
+    ) -> Outbound:
         st = self.state
         snapshot: dict[str, Any] = {"race": frames.race_summary(st, now), "results": None}
         if st.results:
@@ -262,10 +307,28 @@ class Room:
             snapshot["ready"] = sorted(self.ready)
         feed = self.feeds.get(runner_id)
         registered = runner_id in st.registered
+        if spotting:
+            rows = {s.runner_id: s for s in standings}
+            snapshot["spotted"] = [
+                self._personal_row(rows[r], set(spotting)) for r in spotting if r in rows
+            ]
+        if registered or moderator or spotting:
+            snapshot["alerts"] = [
+                frames.alert_frame(a, self.positions.get(a.runner_id))
+                for a in self.safety_state.open_alerts()
+                if moderator or a.runner_id == runner_id or a.runner_id in spotting
+            ]
+        if registered:
+            kind = "runner"
+        elif moderator:
+            kind = "moderator"
+        else:
+            kind = "spotter" if spotting else "spectator"
         frame = {
             "type": "welcome",
             "room": self.race_id,
-            "role": "runner" if registered else ("moderator" if moderator else "spectator"),
+            "role": kind,
+            "spotting": list(spotting),
             "you": runner_id,
             "control": moderator,
             "acked_seq": feed.durable_seq if feed is not None else 0,
@@ -276,11 +339,19 @@ class Room:
         }
         return Outbound("welcome", encode(frame), seq=self.seq)
 
-    def _personal_row(self, s: races.Standing) -> dict[str, Any]:
+    def _personal_row(
+        self, s: races.Standing, spotted: set[str] | frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
         row = frames.standing_row(s)
         feed = self.feeds.get(s.runner_id)
         row["echo"] = feed.echo if feed is not None else None
+        if s.runner_id in spotted:
+            row["position"] = self.positions.get(s.runner_id)
         return row
+
+    def _spotted(self) -> set[str]:
+        """Runners with a spotter in the room (their rows carry their last position)."""
+        return {r for sp in self.spotters.values() for r in sp.runners}
 
     # input
 
@@ -296,12 +367,16 @@ class Room:
         now = self.clock()
         if msg.kind == "join":
             moderator = bool(msg.extra.get("moderator"))
-            out = self._welcome(msg.runner_id, msg.role, moderator, now)
+            spotting = self._spotting(msg)
+            if spotting:
+                self.spotters[msg.conn_id] = _Spotter(spotting, moderator)
+            out = self._welcome(msg.runner_id, msg.role, moderator, now, spotting)
             await self._publish(_to(out, msg.conn_id))
             if self.over:  # the results are in the welcome; the room is closed for good
                 await self._publish(_to(Outbound("close", "", close_code=ROOM_OVER), msg.conn_id))
             return
         if msg.kind == "leave":
+            self.spotters.pop(msg.conn_id, None)
             return
         frame = msg.frame
         match frame:
@@ -318,6 +393,11 @@ class Room:
                 await self._publish(Outbound("direct", encode(ready), audience="moderators"))
             case ResumeFrame():
                 await self._resume(msg, frame, now)
+            case AlertAckFrame():
+                await self._alert_ack(msg, frame, now)
+            case AlertCancelFrame():
+                command = game_safety.CancelAlert(frame.id, msg.runner_id)
+                await self._safety_do(command, now, msg, frame.cid)
             case (
                 ControlStart()
                 | ControlPause()
@@ -376,6 +456,7 @@ class Room:
             feed.echo = frame.echo
         outcome = self.live.add_fix(runner_id, fix, now)
         self._dirty = True
+        await self._watch_fall(runner_id, fix, outcome.finish is not None, now)
         for flag in outcome.flags:
             if flag.hard_fail:
                 self._flagged.add((runner_id, flag.code))
@@ -409,7 +490,7 @@ class Room:
                 await self._publish(_to(self._last_standings, msg.conn_id))
         else:
             moderator = bool(msg.extra.get("moderator"))
-            welcome = self._welcome(msg.runner_id, msg.role, moderator, now)
+            welcome = self._welcome(msg.runner_id, msg.role, moderator, now, self._spotting(msg))
             await self._publish(_to(welcome, msg.conn_id))
         if frame.after_flag is not None and bool(msg.extra.get("moderator")):
             for f in self.flags:
@@ -419,9 +500,11 @@ class Room:
     # ticking
 
     async def _ticker(self) -> None:
-        next_safety = next_catch_up = time.monotonic()
+        next_safety = next_catch_up = next_tick = time.monotonic()
         while True:
-            await asyncio.sleep(self.tick_s)
+            # a fixed rate: the work of a tick does not stretch the period
+            next_tick = max(next_tick + self.tick_s, time.monotonic())
+            await asyncio.sleep(next_tick - time.monotonic())
             try:
                 now, mono = self.clock(), time.monotonic()
                 if self._dirty and self.live is not None:
@@ -451,21 +534,146 @@ class Room:
             "leaders": [frames.standing_row(s) for s in rows[: frames.LEADERS]],
         }
         text = encode(head)[:-1]  # the closing brace comes with the per-runner part
-        personal = {s.runner_id: orjson.dumps(self._personal_row(s)).decode() for s in rows}
+        spotted = self._spotted()
+        personal = {
+            s.runner_id: orjson.dumps(self._personal_row(s, spotted)).decode() for s in rows
+        }
         out = Outbound("standings", text, seq=self.seq, personal=personal)
         self._last_standings = out
         await self._publish(out)
 
     async def _safety(self, now: float) -> None:
+        for cmd in game_safety.due_escalations(self.safety_state, now, self.safety_policy):
+            await self._safety_do(cmd, now)
         if self.live is None or races.status_at(self.state, now) != races.RaceStatus.RUNNING:
             return
         for runner_id, flags in self.live.tick(now).items():
             for flag in flags:
                 await self._flag(runner_id, flag, now)
+                if flag.code == "no_progress":
+                    await self._raise(
+                        runner_id, game_safety.AlertKind.NO_PROGRESS, flag.evidence, now
+                    )
+        for runner_id, detector in list(self.falls.items()):
+            for signal in detector.tick(now):
+                await self._raise(runner_id, signal.kind, signal.evidence, now)
+
+    # safety alerts
+
+    def _spotting(self, msg: Inbound) -> tuple[str, ...]:
+        """The runners of this race the joining identity spots."""
+        claimed = msg.extra.get("spotting") or ()
+        registered = self.state.registered
+        return tuple(r for r in claimed if r in registered and r != msg.runner_id)
+
+    async def _watch_fall(self, runner_id: str, fix: Fix, finished: bool, now: float) -> None:
+        """Feed the runner's fall detector while they race (not before the gun, not paused,
+        not once finished or disqualified: slowing down after the line is no fall)."""
+        st = self.state
+        done = finished or runner_id in st.finished or runner_id in st.disqualified
+        self.positions[runner_id] = {
+            "lat": fix.lat,
+            "lon": fix.lon,
+            "acc": fix.acc_m,
+            "t": fix.t,
+        }
+        if done:
+            self.falls.pop(runner_id, None)
+            return
+        running = races.status_at(st, now) == races.RaceStatus.RUNNING
+        if not running or st.start_at is None or fix.t < st.start_at:
+            return
+        detector = self.falls.get(runner_id)
+        if detector is None:
+            detector = self.falls[runner_id] = game_safety.FallDetector(self.safety_policy)
+        for signal in detector.add(fix):
+            await self._raise(runner_id, signal.kind, signal.evidence, now)
+
+    async def _raise(self, runner_id: str, kind: str, evidence: Any, now: float) -> None:
+        command = game_safety.RaiseAlert(
+            secrets.token_hex(6),
+            runner_id,
+            str(kind),
+            {k: v for k, v in dict(evidence).items() if isinstance(v, int | float | str)},
+            self.safety_policy.cancel_window_s,
+        )
+        await self._safety_do(command, now)
+
+    async def _alert_ack(self, msg: Inbound, frame: AlertAckFrame, now: float) -> None:
+        alert = self.safety_state.alerts.get(frame.id)
+        spotter = self.spotters.get(msg.conn_id)
+        if alert is not None and spotter is not None and alert.runner_id in spotter.runners:
+            role = "spotter"
+        elif bool(msg.extra.get("moderator")):
+            role = "moderator"
+        elif alert is None:
+            await self._refuse(msg, "unknown_alert", "no such alert", frame.cid)
+            return
+        else:
+            await self._refuse(
+                msg,
+                "forbidden",
+                "only the runner's spotters and the race's moderators acknowledge",
+                frame.cid,
+            )
+            return
+        await self._safety_do(
+            game_safety.AcknowledgeAlert(frame.id, msg.runner_id, role), now, msg, frame.cid
+        )
+
+    async def _safety_do(
+        self,
+        command: game_safety.Command,
+        now: float,
+        msg: Inbound | None = None,
+        cid: str | None = None,
+    ) -> None:
+        """Decide a safety command, send the frames at once, store the events after."""
+        try:
+            events = game_safety.decide(
+                self.safety_state, command, datetime.fromtimestamp(now, UTC)
+            )
+        except DomainError as exc:
+            if msg is not None:
+                await self._refuse(msg, exc.code, exc.message, cid)
+            return
+        if not events:
+            return
+        self.safety_state = fold(game_safety.evolve, self.safety_state, events)
+        self._enqueue(_SafetyAppend(events))
+        for evt in events:
+            alert = self.safety_state.alerts[evt.alert_id]
+            frame = frames.safety_frame(evt, alert, self.positions.get(alert.runner_id))
+            await self._to_safety_audience(alert.runner_id, encode(frame))
+
+    async def _to_safety_audience(self, runner_id: str, text: str) -> None:
+        """The runner, the moderators, and every socket spotting the runner (once each)."""
+        await self._publish(Outbound("direct", text, audience="runner", to=runner_id))
+        await self._publish(Outbound("direct", text, audience="moderators"))
+        for conn_id, spotter in self.spotters.items():
+            if runner_id in spotter.runners and not spotter.moderator:
+                await self._direct(conn_id, text)
+
+    async def _append_safety(self, events: list[game_safety.SafetyEvent]) -> None:
+        for _attempt in range(MAX_ATTEMPTS):
+            try:
+                await self.store.append(
+                    self.safety_stream,
+                    self.safety_version,
+                    [NewEvent.of(e) for e in events],
+                    meta={"actor": SYSTEM},
+                )
+            except ConcurrencyError:  # another process wrote (a takeover): append after it
+                self.safety_version = await self.store.version(self.safety_stream)
+                continue
+            self.safety_version += len(events)
+            self.store.notify_appended()
+            return
+        log.error("room %s: safety events not stored: %s", self.race_id, events)
 
     # writing
 
-    def _enqueue(self, job: _Job | str) -> None:
+    def _enqueue(self, job: _Job | _SafetyAppend | str) -> None:
         self._jobs.append(job)
         self._job_ready.set()
 
@@ -486,6 +694,8 @@ class Room:
                         await self._flush()
                     elif job == _CATCH_UP:
                         await self._catch_up()
+                    elif isinstance(job, _SafetyAppend):
+                        await self._append_safety(job.events)
                     elif isinstance(job, _Job):
                         await self._run(job)
                 if time.monotonic() >= next_flush:

@@ -3,6 +3,10 @@
 Origin is checked here (Starlette's CORS middleware does not cover WebSockets). The first frame
 must be `auth {token}` within 5 s. Every later frame is size-checked, rate-limited and decoded;
 a bad frame gets an `error` frame and the connection stays open. See docs/protocol.md.
+
+A spotter (docs/protocol.md, "Spotters and safety alerts") signs in with their account's token
+(the runners they spot come from their accepted pairings) or with `auth {share_token}`, a
+runner's share link: that socket is the pseudonymous `link-<link id>` with the role `spotter`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import socket
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.websockets import WebSocketState
 
-from server import accounts, metrics
+from server import accounts, metrics, spotters
 from server.config import Settings
 from server.rooms.backplane.base import Inbound, Outbound
 from server.rooms.backplane.memory import NoOwner
@@ -35,9 +40,8 @@ from server.rooms.protocol import (
     error,
 )
 from server.rooms.registry import RoomRegistry
-from server.rooms.room import RoomNotFound
+from server.rooms.room import Room, RoomNotFound
 from server.security import InvalidToken, decode_token
-from server.store.tables import Runner
 
 router = APIRouter(tags=["rooms"])
 
@@ -47,6 +51,21 @@ RATE_PER_S, RATE_BURST = 20.0, 40.0
 ABUSE_WINDOW_S, ABUSE_LIMIT = 5.0, 40
 MAX_ROOM_ID = 64
 SEND_BUFFER_BYTES = 32 * 1024
+#: Close code for a share link that is unknown, revoked or expired (do not reconnect).
+SHARE_LINK_INVALID = 4511
+#: Close code for a share link whose runner is not in this room's race (reconnect later).
+NOT_FOLLOWING = 4403
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """Who a socket signed in as: an account, or a share link (`link-<id>`, role `spotter`)."""
+
+    id: str
+    role: str
+    #: Runners this identity spots (accepted pairings, or the share link's runner).
+    spotting: tuple[str, ...] = ()
+    share_link: str | None = None
 
 
 class _Bucket:
@@ -78,9 +97,9 @@ async def room_socket(websocket: WebSocket, room_id: str) -> None:
     _limit_send_buffer(websocket)
     metrics.WS_CONNECTIONS.inc()
     try:
-        runner = await _authenticate(websocket, settings, websocket.state.engine)
-        if runner is not None:
-            await _serve(websocket, room_id, runner, websocket.state.rooms)
+        who = await _authenticate(websocket, settings, websocket.state.engine)
+        if who is not None:
+            await _serve(websocket, room_id, who, websocket.state.rooms)
     finally:
         metrics.WS_CONNECTIONS.dec()
 
@@ -116,8 +135,8 @@ async def _refuse_and_close(ws: WebSocket, code: str, message: str, close: int) 
         await ws.close(close)
 
 
-async def _authenticate(ws: WebSocket, settings: Settings, engine: AsyncEngine) -> Runner | None:
-    """The runner of the first frame's token, or None once the socket is closed."""
+async def _authenticate(ws: WebSocket, settings: Settings, engine: AsyncEngine) -> Who | None:
+    """Who the first frame's token (or share token) signs in, or None once the socket is closed."""
     try:
         msg = await asyncio.wait_for(ws.receive(), AUTH_TIMEOUT_S)
     except TimeoutError:
@@ -140,6 +159,18 @@ async def _authenticate(ws: WebSocket, settings: Settings, engine: AsyncEngine) 
     if not isinstance(frame, AuthFrame):
         await _refuse_and_close(ws, "not_authenticated", "the first frame is auth {token}", 1008)
         return None
+    if frame.share_token is not None:
+        grant = await spotters.resolve_link(engine, frame.share_token, datetime.now(UTC))
+        if grant is None:
+            await _refuse_and_close(
+                ws,
+                "invalid_share_link",
+                "this share link is unknown, revoked or expired",
+                SHARE_LINK_INVALID,
+            )
+            return None
+        return Who(grant.identity, "spotter", (grant.runner_id,), grant.link_id)
+    assert frame.token is not None
     try:
         claims = decode_token(settings.secret_key, frame.token)
     except InvalidToken:
@@ -153,10 +184,10 @@ async def _authenticate(ws: WebSocket, settings: Settings, engine: AsyncEngine) 
     if runner.banned:
         await _refuse_and_close(ws, "banned", "this account is banned", 4503)
         return None
-    return runner
+    return Who(runner.id, runner.role, await spotters.spotted_by(engine, runner.id))
 
 
-async def _serve(ws: WebSocket, room_id: str, runner: Runner, rooms: RoomRegistry) -> None:
+async def _serve(ws: WebSocket, room_id: str, who: Who, rooms: RoomRegistry) -> None:
     try:
         if len(room_id) > MAX_ROOM_ID:
             raise RoomNotFound(room_id)
@@ -164,17 +195,32 @@ async def _serve(ws: WebSocket, room_id: str, runner: Runner, rooms: RoomRegistr
     except RoomNotFound:
         await _refuse_and_close(ws, "not_found", f"no room {room_id[:MAX_ROOM_ID]!r}", 4404)
         return
+    if who.share_link is not None and not (  # share links follow a runner's races only
+        isinstance(room, Room) and set(who.spotting) & set(room.state.registered)
+    ):
+        await _refuse_and_close(
+            ws, "not_following", "this share link's runner is not in this race", NOT_FOLLOWING
+        )
+        return
     backplane = rooms.backplane
     conn = Connection(
-        ws, runner.id, runner.role, moderator=room.is_controller(runner.id, runner.role)
+        ws,
+        who.id,
+        who.role,
+        moderator=who.share_link is None and room.is_controller(who.id, who.role),
+        follows=who.spotting,
     )
-    extra = {"moderator": conn.moderator}
+    extra = {
+        "moderator": conn.moderator,
+        "spotting": list(who.spotting),
+        "share_link": who.share_link,
+    }
     backplane.subscribe(room_id, conn)
     conn.start()
     reader = asyncio.create_task(_read(conn, room_id, rooms, extra), name="ws-read")
     try:
         await backplane.forward(
-            room_id, Inbound(conn.conn_id, runner.id, runner.role, "join", extra=extra)
+            room_id, Inbound(conn.conn_id, who.id, who.role, "join", extra=extra)
         )
         closed = asyncio.create_task(conn.done.wait())
         await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -183,6 +229,10 @@ async def _serve(ws: WebSocket, room_id: str, runner: Runner, rooms: RoomRegistr
         pass
     finally:
         backplane.unsubscribe(room_id, conn)
+        with contextlib.suppress(Exception):  # the room forgets the socket (spotter alerts)
+            await backplane.forward(
+                room_id, Inbound(conn.conn_id, who.id, who.role, "leave", extra=extra)
+            )
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader

@@ -21,6 +21,7 @@ from game.rewards import xp_for_run
 from server.boards.base import Leaderboards
 from server.boards.sql import SqlLeaderboards
 from server.store.club_projection import CLUB_MEMBERS, ClubHandlers, club_board
+from server.store.drill_projection import DrillHandlers
 from server.store.event_store import RecordedEvent
 from server.store.moderation_projection import BANS, ModerationHandlers
 from server.store.race_projection import RaceHandlers
@@ -44,7 +45,7 @@ def challenge_board(challenge_id: str) -> str:
     return f"challenge:{challenge_id}"
 
 
-class CoreProjection(RaceHandlers, ClubHandlers, ModerationHandlers):
+class CoreProjection(RaceHandlers, ClubHandlers, ModerationHandlers, DrillHandlers):
     """Read models for challenges, runs and boards."""
 
     name = "core"
@@ -57,6 +58,7 @@ class CoreProjection(RaceHandlers, ClubHandlers, ModerationHandlers):
             await conn.execute(delete(table))
         await self._reset_races(conn)
         await self._reset_clubs(conn)
+        await self._reset_drills(conn)
         if isinstance(self.boards, SqlLeaderboards):
             await self.boards.clear_all_in(conn)
         else:
@@ -227,14 +229,19 @@ class CoreProjection(RaceHandlers, ClubHandlers, ModerationHandlers):
             start, end = _week_bounds(board)
             total = await self._sum_distance(conn, runner_id, start, end)
             await self._submit(conn, board, runner_id, total, pos, Direction.HIGHER)
+        await self._xp_changed(conn, runner_id, pos)
+        await self._club_boards(conn, runner_id, pos)
+
+    async def _xp_changed(self, conn: AsyncConnection, runner_id: str, pos: int) -> None:
+        """The XP board: credited runs plus finished drills."""
         rows = await conn.execute(
             select(RUNS.c.credited_distance_m, RUNS.c.activity).where(
                 RUNS.c.runner_id == runner_id, RUNS.c.status == "verified"
             )
         )
         xp = sum(xp_for_run(r.credited_distance_m, r.activity) for r in rows)
+        xp += await self._drill_xp(conn, runner_id)
         await self._submit(conn, XP_BOARD, runner_id, float(xp), pos, Direction.HIGHER)
-        await self._club_boards(conn, runner_id, pos)
 
     async def _sum_distance(
         self, conn: AsyncConnection, runner_id: str, start: float, end: float
@@ -286,7 +293,10 @@ class CoreProjection(RaceHandlers, ClubHandlers, ModerationHandlers):
             )
             for r in rows
         ]
-        value = ch.progress_value(kind, facts)
+        drills = 0
+        if kind == ch.Kind.DRILLS:
+            drills = await self.drills_finished(conn, runner_id, c.starts_at, c.ends_at)
+        value = ch.progress_value(kind, facts, drills)
         if value is not None:
             value = round(value, 3)
         done = ch.is_complete(kind, value, c.target_value)

@@ -167,3 +167,36 @@ class BanRow(SQLModel, table=True):
 
     runner_id: str = Field(sa_column=Column(String(36), primary_key=True))
     reason: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class DrillRow(SQLModel, table=True):
+    """A coordination drill session (drill_projection.py)."""
+
+    __tablename__ = "drills"
+
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    title: str = Field(sa_column=Column(String(80), nullable=False))
+    coach_id: str = Field(sa_column=Column(String(36), nullable=False))
+    club_id: str | None = Field(default=None, sa_column=Column(String(100)))
+    status: str = Field(sa_column=Column(String(20), nullable=False))
+    start_at: float | None = Field(default=None, sa_column=Column(Float))
+    finished_at: float | None = Field(default=None, sa_column=Column(Float))
+    sync_score: float | None = Field(default=None, sa_column=Column(Float))
+    participants: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+
+
+class DrillResultRow(SQLModel, table=True):
+    """One participant's scores in a finished drill (drill-count challenges, XP, badges)."""
+
+    __tablename__ = "drill_results"
+    __table_args__ = (Index("ix_drill_results_runner", "runner_id", "finished_at"),)
+
+    drill_id: str = Field(sa_column=Column(String(36), primary_key=True))
+    runner_id: str = Field(sa_column=Column(String(36), primary_key=True))
+    finished_at: float = Field(sa_column=Column(Float, nullable=False))  # Unix seconds
+    hits: int = Field(sa_column=Column(Integer, nullable=False))
+    misses: int = Field(sa_column=Column(Integer, nullable=False))
+    median_ms: float | None = Field(default=None, sa_column=Column(Float))
+    best_ms: float | None = Field(default=None, sa_column=Column(Float))
+    steadiness: float | None = Field(default=None, sa_column=Column(Float))
+    sync_score: float = Field(sa_column=Column(Float, nullable=False))  # the group's

@@ -1,4 +1,4 @@
-"""Tables: the event log, its bookkeeping, and the account table. Tables hold data, never rules."""
+"""Tables: the event log, its bookkeeping, and the account tables. Tables hold data, never rules."""
 
 from __future__ import annotations
 
@@ -155,3 +155,35 @@ class RunnerKey(SQLModel, table=True):
 
     runner_id: str = Field(sa_column=Column(String(36), primary_key=True))
     key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class SpotterPairing(SQLModel, table=True):
+    """A runner's safety spotter (another account): `invited`, then `accepted` by the spotter.
+
+    Account data like the runner row (not event-sourced): deleting either account deletes it."""
+
+    __tablename__ = "spotter_pairings"
+    __table_args__ = (Index("ix_spotter_pairings_spotter", "spotter_id"),)
+
+    runner_id: str = Field(sa_column=Column(String(36), primary_key=True))
+    spotter_id: str = Field(sa_column=Column(String(36), primary_key=True))
+    status: str = Field(sa_column=Column(String(10), nullable=False))
+    created_at: datetime = Field(sa_column=_utc())
+    accepted_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+
+
+class SpotterLink(SQLModel, table=True):
+    """A share link that lets someone without an account follow a runner live.
+
+    Only the SHA-256 of the link's random token is stored; revoking sets `revoked_at`."""
+
+    __tablename__ = "spotter_links"
+    __table_args__ = (Index("ix_spotter_links_runner", "runner_id"),)
+
+    id: str = Field(sa_column=Column(String(32), primary_key=True))
+    runner_id: str = Field(sa_column=Column(String(36), nullable=False))
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    label: str = Field(default="", sa_column=Column(String(60), nullable=False))
+    created_at: datetime = Field(sa_column=_utc())
+    expires_at: datetime = Field(sa_column=_utc())
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))

@@ -1,8 +1,57 @@
-"""Room backplanes: carry a room's frames to every local socket and clients' input to its owner."""
+"""Room backplanes: carry a room's frames to every local socket and clients' input to its owner.
+
+`backplane_from_settings` picks the backend: the Redis backplane (a lease per room, rooms across
+processes) when `RETRORUN_REDIS_URL` is set, else the in-process one. A backplane that leases
+rooms also offers `Ownership`, which the registry uses to follow and take over rooms owned by
+other processes.
+"""
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
+from redis.asyncio import Redis
+
+from server.config import Settings
 from server.rooms.backplane.base import Audience, Backplane, Inbound, Kind, Outbound, Subscriber
 from server.rooms.backplane.memory import MemoryBackplane
+from server.rooms.backplane.redis import RedisBackplane
 
-__all__ = ["Audience", "Backplane", "Inbound", "Kind", "MemoryBackplane", "Outbound", "Subscriber"]
+__all__ = [
+    "Audience",
+    "Backplane",
+    "Inbound",
+    "Kind",
+    "MemoryBackplane",
+    "Outbound",
+    "Ownership",
+    "RedisBackplane",
+    "Subscriber",
+    "backplane_from_settings",
+]
+
+
+@runtime_checkable
+class Ownership(Protocol):
+    """A backplane whose rooms are owned by one process among several, by lease."""
+
+    def owns(self, room_id: str) -> bool:
+        """This process still holds the room's lease (False once lost or lapsing)."""
+        ...
+
+    async def owner_alive(self, room_id: str) -> bool:
+        """Some process holds the room's lease."""
+        ...
+
+    async def history(self, room_id: str) -> tuple[str, int, list[Outbound]] | None:
+        """The room's epoch, last seq and kept numbered broadcasts, for a new owner."""
+        ...
+
+
+def backplane_from_settings(settings: Settings, redis: Redis | None) -> Backplane:
+    """The Redis backplane when `settings.redis_url` is set (it needs the client), else memory."""
+    if settings.redis_url:
+        if redis is None:
+            raise ValueError("RETRORUN_REDIS_URL is set but no Redis client was given")
+        return RedisBackplane(redis)
+    return MemoryBackplane()

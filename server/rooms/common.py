@@ -1,0 +1,80 @@
+"""Pieces every room kind shares: the numbered broadcast stream, addressing, resume.
+
+A room numbers its broadcasts (`seq`, +1 each, no gaps) under an `epoch` that changes whenever
+the room lost its history (a restart), keeps the last `HISTORY` of them for `resume`, and
+publishes everything through the backplane, encoded once. The drill room uses this; the race
+room (room.py) carries its own copy of the same few lines.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from server.rooms.backplane.base import Backplane, Outbound
+from server.rooms.protocol import encode, error
+
+HISTORY = 1000
+#: Close code once a room is over (race closed or aborted, drill finished): do not reconnect.
+ROOM_OVER = 4504
+#: Account roles that may control any room.
+CONTROLLER_ROLES = ("moderator", "admin")
+
+
+def to_connection(out: Outbound, conn_id: str) -> Outbound:
+    """The same frame, addressed to one connection."""
+    return Outbound(
+        out.kind, out.text, "connection", conn_id, out.seq, out.personal, out.batch, out.close_code
+    )
+
+
+class Broadcasts:
+    """A room's output: numbered broadcasts with history, direct frames, replay on resume."""
+
+    def __init__(self, room_id: str, backplane: Backplane, history: int = HISTORY) -> None:
+        self.room_id = room_id
+        self.backplane = backplane
+        self.epoch = secrets.token_hex(6)
+        self.seq = 0
+        self.history: deque[Outbound] = deque(maxlen=history)
+
+    async def publish(self, out: Outbound) -> None:
+        await self.backplane.publish(self.room_id, out)
+
+    async def broadcast(self, frame: Mapping[str, Any]) -> Outbound:
+        """Number `frame`, keep it for resumes and send it to everyone in the room."""
+        self.seq += 1
+        out = Outbound(
+            "event", encode({**frame, "seq": self.seq, "epoch": self.epoch}), seq=self.seq
+        )
+        self.history.append(out)
+        await self.publish(out)
+        return out
+
+    async def direct(self, conn_id: str, text: str) -> None:
+        await self.publish(Outbound("direct", text, audience="connection", to=conn_id))
+
+    async def to_runner(self, runner_id: str, text: str) -> None:
+        """A frame for every connection of one account."""
+        await self.publish(Outbound("direct", text, audience="runner", to=runner_id))
+
+    async def refuse(self, conn_id: str, code: str, message: str, ref: str | None) -> None:
+        await self.direct(conn_id, error(code, message, ref))
+
+    async def close(self, code: int, conn_id: str | None = None) -> None:
+        """Close every socket of the room (or one connection) with `code`, after its queue."""
+        out = Outbound("close", "", close_code=code)
+        await self.publish(out if conn_id is None else to_connection(out, conn_id))
+
+    async def replay(self, conn_id: str, after_seq: int, epoch: str | None) -> bool:
+        """Replay the broadcasts after `after_seq`; False when that is impossible (an older
+        seq than the history holds, or another epoch): the caller sends a fresh welcome."""
+        hist = self.history
+        oldest = hist[0].seq if hist else self.seq + 1
+        if (epoch is not None and epoch != self.epoch) or not (oldest - 1 <= after_seq <= self.seq):
+            return False
+        batch = tuple(o for o in hist if o.seq > after_seq)
+        await self.publish(Outbound("replay", "", "connection", conn_id, seq=self.seq, batch=batch))
+        return True
