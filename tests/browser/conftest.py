@@ -1,13 +1,18 @@
 """Browser tests: Debian's Chromium driven by Playwright against a real uvicorn server.
 
 Never downloads a browser (`playwright install` is not used): Chromium comes from the system
-(`apt-get install chromium`). Without it these tests skip with a reason; with CI=true they fail.
+(`apt-get install chromium`). When it is missing and we run as root with apt-get available, the
+suite installs Debian's package once; where that is impossible these tests skip with a reason, and
+with CI=true they fail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,7 +45,20 @@ MODERATOR = "moderator1"
 START = {"latitude": 52.4731, "longitude": 13.4019, "accuracy": 5}
 
 
+def _install_chromium() -> None:
+    """Install Debian's chromium when missing, if this process may (root, apt-get present)."""
+    if Path(CHROMIUM).exists() or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with contextlib.suppress(subprocess.SubprocessError, OSError):
+        subprocess.run(["apt-get", "update", "-qq"], env=env, timeout=300, check=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"], env=env, timeout=600, check=True
+        )
+
+
 def _require_chromium() -> None:
+    _install_chromium()
     missing = []
     if not Path(CHROMIUM).exists():
         missing.append(f"Chromium is not at {CHROMIUM} (apt-get install chromium)")
