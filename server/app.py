@@ -21,6 +21,7 @@ from server.api import (
     drills,
     health,
     moderation,
+    privacy,
     profile,
     races,
     runs,
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         moderation,
         spotters,
         streams,
+        privacy,
     ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(ws.router)

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.deps import CurrentRunner, EngineDep, EventStoreDep
 from server.errors import ApiError
+from server.privacy import erase_for as erase_privacy
+from server.privacy import load as load_privacy
 from server.security import verify_password
 from server.shred import decrypt_for, shred
 from server.spotters import erase_for as erase_spotters
@@ -41,7 +43,8 @@ def _points(blob: bytes) -> list[dict[str, Any]]:
 
 @router.get("/me/export")
 async def export(runner: CurrentRunner, engine: EngineDep, store: EventStoreDep) -> dict[str, Any]:
-    """Everything RetroRun holds about you, as JSON: account, runs with tracks, memberships."""
+    """Everything RetroRun holds about you, as JSON: account, runs with tracks, memberships,
+    privacy settings."""
     async with engine.connect() as conn:
         runs = (await conn.execute(select(RUNS).where(RUNS.c.runner_id == runner.id))).all()
         tracks = {
@@ -66,6 +69,7 @@ async def export(runner: CurrentRunner, engine: EngineDep, store: EventStoreDep)
             if e.type == "RunAppealed"
         ]
         run_docs.append(doc)
+    privacy = await load_privacy(engine, runner.id)
     return {
         "exported_at": datetime.now(UTC).isoformat(),
         "account": {
@@ -78,12 +82,24 @@ async def export(runner: CurrentRunner, engine: EngineDep, store: EventStoreDep)
         "runs": run_docs,
         "challenges": [dict(c._mapping) for c in challenges],
         "clubs": [dict(c._mapping) for c in clubs],
+        "privacy": {
+            "activity_visibility": privacy.activity_visibility.value,
+            "zones": [
+                {
+                    "lat": z.zone.lat,
+                    "lon": z.zone.lon,
+                    "radius_m": z.zone.radius_m,
+                    "label": z.label,
+                }
+                for z in privacy.zones
+            ],
+        },
     }
 
 
 async def erase(engine: AsyncEngine, runner_id: str) -> None:
     """Erase a runner's personal data: account row, tracks, live fixes, spotter pairings and
-    share links, and their data key.
+    share links, privacy settings and zones, and their data key.
 
     What stays: the pseudonymous runner id in events and on boards (results stay consistent for
     everyone else), and encrypted text nobody can decrypt any more.
@@ -96,6 +112,7 @@ async def erase(engine: AsyncEngine, runner_id: str) -> None:
             await conn.execute(delete(CHUNKS).where(CHUNKS.c.runner_id == runner_id))
             await conn.execute(delete(RUNNERS).where(RUNNERS.c.id == runner_id))
             await erase_spotters(conn, runner_id)
+            await erase_privacy(conn, runner_id)
 
 
 @router.delete("/me", status_code=status.HTTP_204_NO_CONTENT)

@@ -16,6 +16,7 @@ from sqlalchemy import insert, select
 from game import runs as run_decider
 from game.errors import DomainError
 from game.pace import Activity
+from game.privacy import Zone, mask_track, may_see_shared_track
 from game.replay import find_replay, fingerprint
 from game.track import Track
 from server.commands import execute, load_state
@@ -29,6 +30,8 @@ from server.deps import (
 )
 from server.errors import ApiError
 from server.gpx import parse_gpx
+from server.privacy import load as load_privacy
+from server.privacy import shares_club
 from server.shred import encrypt_for
 from server.store.db import writer
 from server.store.event_store import ConcurrencyError, NewEvent
@@ -373,16 +376,43 @@ class TrackPoint(BaseModel):
 
 @router.get("/runs/{run_id}/track", response_model=list[TrackPoint])
 async def get_track(
-    run_id: str, runner: CurrentRunner, store: EventStoreDep, engine: EngineDep
+    run_id: str,
+    runner: CurrentRunner,
+    store: EventStoreDep,
+    engine: EngineDep,
+    shared: Annotated[
+        bool,
+        Query(
+            description="club-mates: the shared view, without the fixes inside the runner's "
+            "privacy zones (when the runner's activity visibility is not `nobody`)"
+        ),
+    ] = False,
 ) -> list[TrackPoint]:
-    """The GPS points of a run: its runner and moderators only (tracks are personal data)."""
-    await _owned_state(store, run_id, runner)
+    """The GPS points of a run: whole for its runner and moderators only (tracks are personal
+    data); with `shared=true`, club-mates get it with the runner's privacy zones cut out."""
+    state, _ = await load_state(store, f"run-{run_id}", run_decider)
+    if not state.exists:
+        raise ApiError(404, "not_found", f"no run {run_id!r}")
+    full = state.runner_id == runner.id or runner.role in ("moderator", "admin")
+    zones: list[Zone] = []
+    if not full:
+        if not shared:
+            raise ApiError(404, "not_found", f"no run {run_id!r}")
+        settings = await load_privacy(engine, state.runner_id)
+        clubmate = await shares_club(engine, state.runner_id, runner.id)
+        if not may_see_shared_track(
+            settings.activity_visibility, is_owner=False, is_moderator=False, shares_club=clubmate
+        ):
+            raise ApiError(404, "not_found", f"no run {run_id!r}")
+        zones = [z.zone for z in settings.zones]
     async with engine.connect() as conn:
         stmt = select(TRACKS.c.data).where(TRACKS.c.run_id == run_id)
         blob = (await conn.execute(stmt)).scalar_one_or_none()
     if blob is None:
         raise ApiError(404, "track_missing", "this run's track is not stored")
     track = await asyncio.to_thread(decode_track, blob)
+    if not full:
+        track = await asyncio.to_thread(mask_track, track, zones)
     return [TrackPoint(t=f.t, lat=f.lat, lon=f.lon, acc=f.acc_m) for f in track.fixes()]
 
 

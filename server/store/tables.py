@@ -187,3 +187,31 @@ class SpotterLink(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_utc())
     expires_at: datetime = Field(sa_column=_utc())
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+
+
+class PrivacySetting(SQLModel, table=True):
+    """Who sees a runner's activities: `everyone` (signed-in runners), `club` (members of a
+    shared club) or `nobody`. No row means the default, `everyone`. Tracks are never public:
+    club-mates get a zone-masked view at most (`game.privacy`)."""
+
+    __tablename__ = "privacy_settings"
+
+    runner_id: str = Field(sa_column=Column(String(36), primary_key=True))
+    activity_visibility: str = Field(sa_column=Column(String(10), nullable=False))
+    updated_at: datetime = Field(sa_column=_utc())
+
+
+class PrivacyZone(SQLModel, table=True):
+    """A runner's privacy zone: fixes within `radius_m` of the centre are cut from shared
+    views of their tracks. Account data: deleting the account deletes the zones."""
+
+    __tablename__ = "privacy_zones"
+    __table_args__ = (Index("ix_privacy_zones_runner", "runner_id"),)
+
+    id: str = Field(sa_column=Column(String(32), primary_key=True))
+    runner_id: str = Field(sa_column=Column(String(36), nullable=False))
+    position: int = Field(sa_column=Column(Integer, nullable=False))
+    lat: float
+    lon: float
+    radius_m: float
+    label: str = Field(default="", sa_column=Column(String(60), nullable=False))

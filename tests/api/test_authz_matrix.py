@@ -104,6 +104,28 @@ MATRIX: list[tuple[str, str, str, dict[str, Any] | None, frozenset[str]]] = [
     ("read A's run", "GET", "/api/v1/runs/{run}", None, frozenset({"runner_a"}) | STAFF),
     ("read A's track", "GET", "/api/v1/runs/{run}/track", None, frozenset({"runner_a"}) | STAFF),
     (
+        "A's shared track (club-mates; A shows everyone)",
+        "GET",
+        "/api/v1/runs/{run}/track?shared=true",
+        None,
+        frozenset({"runner_a", "club_admin"}) | STAFF,
+    ),
+    (
+        "A's activity list (A shows everyone)",
+        "GET",
+        "/api/v1/runners/{runner_a}/runs",
+        None,
+        AUTHED,
+    ),
+    ("my privacy", "GET", "/api/v1/me/privacy", None, AUTHED),
+    (
+        "set my privacy",
+        "PUT",
+        "/api/v1/me/privacy",
+        {"activity_visibility": "everyone", "zones": []},
+        AUTHED,
+    ),
+    (
         "appeal A's run",
         "POST",
         "/api/v1/runs/{run}/appeal",
@@ -219,7 +241,7 @@ def test_every_route_lets_in_exactly_the_allowed_actors(world: World) -> None:
     "field", ["owner_id", "status", "score", "role", "runner_id", "created_by"]
 )
 def test_write_bodies_cannot_set_owner_status_score_or_role(world: World, field: str) -> None:
-    writes = [
+    writes: list[tuple[str, dict[str, Any]]] = [
         ("/api/v1/auth/register", {"handle": "sneaky1", "password": "backwards!"}),
         ("/api/v1/challenges", CHALLENGE),
         ("/api/v1/races", RACE),
