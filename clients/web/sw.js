@@ -1,7 +1,7 @@
 // Offline shell: the app's static files come from the cache when the network is gone.
 // API calls are never cached (and never intercepted): the run buffer in IndexedDB covers them.
 
-const VERSION = "retrorun-shell-v1";
+const VERSION = "retrorun-shell-v2";
 const SHELL = [
   "/",
   "/index.html",
@@ -16,6 +16,7 @@ const SHELL = [
   "/js/recorder.js",
   "/js/upload.js",
   "/js/ui.js",
+  "/js/room.js",
   "/js/screens/auth.js",
   "/js/screens/home.js",
   "/js/screens/record.js",
@@ -23,6 +24,8 @@ const SHELL = [
   "/js/screens/boards.js",
   "/js/screens/more.js",
   "/js/screens/moderation.js",
+  "/js/screens/race.js",
+  "/js/screens/drill.js",
 ];
 
 self.addEventListener("install", (event) => {

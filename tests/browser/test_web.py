@@ -202,15 +202,6 @@ def test_a_moderator_reviews_a_flagged_run_in_the_console(
     assert page.evaluate("localStorage.getItem('retrorun.token')") is None
 
 
-def test_race_and_drill_rooms_say_they_are_coming(
-    page: Any, unique_handle: Callable[[str], str]
-) -> None:
-    sign_up(page, unique_handle("rooms"))
-    for room in ("race", "drill"):
-        page.goto(f"/#/{room}")
-        expect(page.locator("#view")).to_contain_text("Coming soon")
-
-
 def test_the_shell_opens_offline_so_a_run_can_start_without_network(
     page: Any, context: Any, unique_handle: Callable[[str], str]
 ) -> None:

@@ -100,6 +100,10 @@ export const api = {
     request("GET", `/leaderboards/${encodeURIComponent(board)}?limit=${limit}&offset=${offset}`),
   around: (board, userId) =>
     request("GET", `/leaderboards/${encodeURIComponent(board)}/around/${encodeURIComponent(userId)}`),
+  races: () => request("GET", "/races"),
+  race: (id) => request("GET", `/races/${encodeURIComponent(id)}`),
+  registerRace: (id) => request("POST", `/races/${encodeURIComponent(id)}/register`),
+  drill: (id) => request("GET", `/drills/${encodeURIComponent(id)}`),
   queue: () => request("GET", "/moderation/queue"),
   review: (id, decision, reason) =>
     request("POST", `/runs/${encodeURIComponent(id)}/review`, { json: { decision, reason } }),

@@ -9,7 +9,9 @@ import { homeScreen } from "./screens/home.js";
 import { recordScreen, feed } from "./screens/record.js";
 import { runsScreen, runScreen } from "./screens/runs.js";
 import { boardsScreen } from "./screens/boards.js";
-import { moreScreen, raceScreen, drillScreen } from "./screens/more.js";
+import { moreScreen } from "./screens/more.js";
+import { racesScreen, raceRoomScreen } from "./screens/race.js";
+import { drillsScreen, drillRoomScreen } from "./screens/drill.js";
 import { queueScreen, reviewScreen } from "./screens/moderation.js";
 
 export const session = {
@@ -39,8 +41,10 @@ const ROUTES = [
   [/^runs\/([\w-]+)$/, runScreen, "runs"],
   [/^boards(?:\/([\w:-]+))?$/, boardsScreen, "boards"],
   [/^more$/, moreScreen, "more"],
-  [/^race$/, raceScreen, "more"],
-  [/^drill$/, drillScreen, "more"],
+  [/^race$/, racesScreen, "more"],
+  [/^race\/([\w-]+)$/, raceRoomScreen, "more"],
+  [/^drill$/, drillsScreen, "more"],
+  [/^drill\/([\w-]+)$/, drillRoomScreen, "more"],
   [/^mod$/, queueScreen, "more"],
   [/^mod\/([\w-]+)$/, reviewScreen, "more"],
 ];

@@ -41,7 +41,9 @@ export async function reviewScreen({ session, params: [id], isCurrent, go }) {
     errors.replaceChildren();
     try {
       await api.review(id, decision, reason.value.trim());
-      go("mod");
+      // Back to the queue, unless the moderator already moved on (then the queue would
+      // replace the screen they are on).
+      if (isCurrent()) go("mod");
     } catch (err) {
       errors.append(errorBox(err));
     }

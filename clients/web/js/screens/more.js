@@ -1,4 +1,4 @@
-// More: account, moderator console, and the rooms that are coming.
+// More: account, moderator console, and the race and drill rooms.
 
 import { api } from "../api.js";
 import { h, render } from "../ui.js";
@@ -18,19 +18,4 @@ export function moreScreen({ session, go }) {
     h("a.button.secondary", { href: "#/drill" }, "Drill room"),
     h("p.muted.small", "RetroRun checks every run's pace against backward-running records, "
       + "so cars, bikes and spoofed GPS stay off the boards."));
-}
-
-function comingSoon(title, text) {
-  render(h("h1", title), h("section.card", h("p.eyebrow", "Coming soon"), h("p", text)),
-    h("a.button.secondary", { href: "#/home" }, "Back home"));
-}
-
-export function raceScreen() {
-  comingSoon("Race room", "Live backward races with your club: countdown, live standings and "
-    + "the same pace check as uploaded runs. This room is being built.");
-}
-
-export function drillScreen() {
-  comingSoon("Drill room", "Coordination drills: cues go out to every phone in sync and your "
-    + "reactions are scored. This room is being built.");
 }

@@ -1,0 +1,263 @@
+// Race room: the list of races, registration, and the live room (lobby -> countdown -> live
+// standings -> results). Registered runners stream their GPS; everyone else watches.
+
+import { api } from "../api.js";
+import { h, render, errorBox, km, clock, when } from "../ui.js";
+import { Room, GpsOutbox } from "../room.js";
+
+let current = null; // {room, gps, ticker} of the room on screen
+
+function leave() {
+  if (!current) return;
+  current.room.close();
+  current.gps?.stop();
+  clearInterval(current.ticker);
+  window.removeEventListener("hashchange", current.onLeave);
+  current = null;
+}
+
+export async function racesScreen({ session, isCurrent }) {
+  leave();
+  render(h("h1", "Race room"), h("p.muted", "Loading races…"));
+  const races = await api.races();
+  if (!isCurrent()) return;
+  const me = session.me.id;
+  const list = h("ul.list#races", races.map((r) => {
+    const registered = r.registered.includes(me);
+    return h("li", { dataset: { race: r.id } },
+      h("p", h("b", r.title), " ", h(`span.status.${r.status === "scheduled" ? "pending" : "verified"}`, r.status)),
+      h("p.muted.small", `${km(r.distance_m)} · ${when(r.scheduled_at)} · ${r.registered.length}/${r.capacity} runners`),
+      h("div.row",
+        registered
+          ? h("span.muted.small.registered", "You are registered")
+          : h("button.secondary.register", {
+            "aria-label": `Register for ${r.title}`,
+            disabled: r.status !== "scheduled",
+            onclick: async (e) => {
+              e.target.disabled = true;
+              try {
+                await api.registerRace(r.id);
+                location.hash = `#/race/${r.id}`;
+              } catch (err) {
+                e.target.disabled = false;
+                e.target.after(errorBox(err));
+              }
+            },
+          }, "Register"),
+        h("a.button.open", { href: `#/race/${r.id}`, "aria-label": `Open the room of ${r.title}` },
+          "Open room")));
+  }));
+  render(
+    h("h1", "Race room"),
+    h("p.muted.small", "Live backward races: register, open the room, and run when the gun goes."),
+    races.length ? list : h("p.card#no-races", "No races are scheduled right now."),
+    h("div.notice.small", "Run backward only where it is flat and clear, with a spotter."));
+}
+
+const shortId = (id) => (id.length > 10 ? `${id.slice(0, 8)}…` : id);
+
+export async function raceRoomScreen({ session, params }) {
+  leave();
+  const raceId = params[0];
+  const me = session.me.id;
+  const view = {
+    title: h("h1#race-title", "Race"),
+    conn: h("p.small#race-conn", { role: "status" }, "Connecting…"),
+    phase: h("p.eyebrow#race-phase", "Lobby"),
+    big: h("div.countdown#race-countdown", { "aria-live": "assertive", "aria-atomic": "true" }),
+    info: h("p.muted.small#race-info"),
+    you: h("div#race-you", { "aria-live": "polite" }),
+    table: h("tbody"),
+    news: h("ul.flags#race-news", { "aria-live": "polite" }),
+    errors: h("div#race-errors"),
+    gps: h("p.muted.small#race-gps"),
+  };
+  const standings = h("section.card#standings-card",
+    h("h2", "Standings"),
+    h("table.board.compact#standings", { "aria-live": "polite", "aria-label": "Live standings" },
+      h("thead", h("tr", h("th", "#"), h("th", "Runner"), h("th.num", "Dist."),
+        h("th.num", "Time"))),
+      view.table));
+  render(view.title, view.conn, view.phase, view.big, view.info, view.you, standings, view.gps,
+    view.news, view.errors,
+    h("a.button.secondary", { href: "#/race" }, "All races"));
+
+  const state = { race: null, role: null, gun: null, results: null, distance: null, finished: false };
+  const room = new Room(raceId, {
+    onState: (s, detail) => {
+      if (s === "reconnecting" && detail !== undefined) view.conn.dataset.reconnects = String(Number(view.conn.dataset.reconnects || 0) + 1);
+      view.conn.textContent = {
+        connecting: "Connecting…", open: "Live", reconnecting: "Reconnecting…",
+        closed: detail === 4504 ? "The race is over" : `Closed (${detail})`,
+      }[s] || s;
+      view.conn.className = `small ${s === "open" ? "ok" : "warn"}`;
+    },
+    onFrame: (f) => onFrame(f),
+  });
+  const gps = new GpsOutbox(room);
+  gps.onChange = () => {
+    view.gps.textContent = gps.error ? `GPS: ${gps.error}`
+      : `GPS fixes sent ${gps.next - 1} · stored ${gps.acked} · waiting ${gps.pending.size}`;
+  };
+  current = { room, gps, ticker: setInterval(tick, 100), onLeave: () => {
+    if (!location.hash.startsWith(`#/race/${raceId}`)) leave();
+  } };
+  window.addEventListener("hashchange", current.onLeave);
+
+  function news(text) {
+    view.news.prepend(h("li", text));
+    while (view.news.children.length > 6) view.news.lastChild.remove();
+  }
+
+  function setPhase(status) {
+    const label = { scheduled: "Lobby", countdown: "Countdown", running: "Live", paused: "Paused",
+      finished: "Finished", aborted: "Aborted" }[status] || status;
+    view.phase.textContent = label;
+    view.phase.dataset.status = status;
+    if (state.race) state.race.status = status;
+    const live = ["countdown", "running", "paused"].includes(status);
+    if (state.role === "runner" && live && !state.finished) gps.start();
+    else gps.stop();
+  }
+
+  let shown = "";
+  function tick() {
+    if (!state.race) return;
+    let text = "";
+    if (state.gun !== null && ["countdown", "running"].includes(state.race.status)) {
+      const left = state.gun - room.serverNow();
+      if (left > 0) {
+        text = String(Math.ceil(left));
+        delete view.big.dataset.running;
+      } else {
+        view.big.dataset.running = "1";
+        if (state.race.status === "countdown") setPhase("running");
+        text = clock(-left);
+      }
+    }
+    if (text !== shown) { view.big.textContent = text; shown = text; }
+  }
+
+  function renderStandings(leaders, you, count) {
+    view.table.replaceChildren(...leaders.map((r) => row(r, r.runner_id === me)));
+    if (you && !leaders.some((r) => r.runner_id === me)) view.table.append(row(you, true));
+    const n = Math.max(count ?? leaders.length, state.registered || 0);
+    view.info.textContent = `${n} runner${n === 1 ? "" : "s"} · ${km(state.distance)}`;
+    if (you) {
+      const lead = leaders[0];
+      let gap = "–";
+      if (lead && lead.runner_id === me) gap = "Lead";
+      else if (lead) {
+        gap = (lead.time_s !== null && you.time_s !== null)
+          ? `+${(you.time_s - lead.time_s).toFixed(1)} s`
+          : `−${Math.max(0, lead.distance_m - you.distance_m).toFixed(0)} m`;
+      }
+      view.you.replaceChildren(h("div.stats.three",
+        h("div.stat", h("b#you-rank", `#${you.rank}`), h("span", "Place")),
+        h("div.stat", h("b#you-distance", km(you.distance_m)), h("span", "You")),
+        h("div.stat", h("b#you-gap", gap), h("span", "Gap"))));
+    }
+  }
+
+  function row(r, mine) {
+    return h(`tr${mine ? ".me" : ""}`, { dataset: { runner: r.runner_id } },
+      h("td", String(r.rank ?? r.place ?? "–")),
+      h("td", mine ? "You" : shortId(r.runner_id)),
+      h("td.num", km(r.distance_m)),
+      h("td.num", r.status === "running" ? "running" : r.time_s !== null && r.time_s !== undefined
+        ? clock(r.time_s) : r.status));
+  }
+
+  function showResults(results) {
+    state.results = results;
+    setPhase(state.race?.status === "aborted" ? "aborted" : "finished");
+    view.big.textContent = "";
+    shown = "";
+    const table = h("table.board.compact#race-results", { "aria-label": "Results" },
+      h("thead", h("tr", h("th", "Place"), h("th", "Runner"), h("th.num", "Time"), h("th.num", "Status"))),
+      h("tbody", results.map((r) => h(`tr${r.runner_id === me ? ".me" : ""}`,
+        h("td", r.place ?? "–"), h("td", r.runner_id === me ? "You" : shortId(r.runner_id)),
+        h("td.num", r.time_s !== null ? clock(r.time_s) : km(r.distance_m)), h("td.num", r.status)))));
+    view.you.replaceChildren(h("section.card#race-final", h("h2", "Results"), table));
+    standings.hidden = true;
+  }
+
+  function onFrame(f) {
+    switch (f.type) {
+      case "welcome": {
+        const s = f.snapshot;
+        state.race = { ...s.race };
+        state.role = f.role;
+        state.distance = s.race.distance_m;
+        state.registered = Array.isArray(s.race.registered) ? s.race.registered.length
+          : Number(s.race.registered) || 0;
+        state.gun = s.race.start_at ?? null;
+        view.title.textContent = s.race.title;
+        view.conn.dataset.role = f.role;
+        news(f.role === "runner" ? "You are registered: your GPS is sent when the race starts."
+          : f.role === "spectator" ? "You are watching." : `You are in as ${f.role}.`);
+        if (f.role === "runner") gps.welcome(f.acked_seq || 0);
+        setPhase(s.race.status);
+        renderStandings(s.leaders || [], s.you, s.count);
+        if (s.results) showResults(s.results);
+        break;
+      }
+      case "countdown":
+        state.gun = f.start_at;
+        setPhase("countdown");
+        news(`Countdown: the gun in ${Math.round(f.countdown_s)} s`);
+        break;
+      case "standings":
+        if (state.results) break;
+        if (state.race && state.race.status === "countdown" && room.serverNow() >= state.gun) setPhase("running");
+        renderStandings(f.leaders, f.you, f.count);
+        break;
+      case "ack":
+        gps.ack(f.seq);
+        break;
+      case "error":
+        if (f.code === "disqualified") { state.finished = true; gps.stop(); }
+        if (f.code === "race_not_live") break; // a fix sent just before the countdown: harmless
+        view.errors.replaceChildren(errorBox({ detail: `${f.message} (${f.code})` }));
+        break;
+      case "event":
+        onEvent(f);
+        break;
+      default:
+        break;
+    }
+  }
+
+  function onEvent(f) {
+    const who = f.runner_id === me ? "You" : shortId(f.runner_id || "");
+    switch (f.event) {
+      case "registered": news(`${who} registered`); break;
+      case "withdrew": news(`${who} withdrew`); break;
+      case "paused": setPhase("paused"); news("The race is paused"); break;
+      case "resumed": setPhase("running"); news("The race resumed"); break;
+      case "runner_finished":
+        news(`${who} finished in ${clock(f.time_s)} (${f.status})`);
+        if (f.runner_id === me) { state.finished = true; gps.stop(); }
+        break;
+      case "disqualified":
+        news(`${who} disqualified: ${f.reason}`);
+        if (f.runner_id === me) { state.finished = true; gps.stop(); }
+        break;
+      case "aborted":
+        state.race.status = "aborted";
+        news(`The race was aborted: ${f.reason}`);
+        showResults([]);
+        break;
+      case "closed":
+        state.race.status = "finished";
+        news("The race is closed");
+        showResults(f.results || []);
+        break;
+      default: break;
+    }
+  }
+
+  // Test and debug hook (localStorage `retrorun.testHooks` = "1"): the room, to drop its socket.
+  if (localStorage.getItem("retrorun.testHooks") === "1") window.__retrorunRoom = room;
+  room.open();
+}
