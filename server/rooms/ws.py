@@ -47,6 +47,10 @@ router = APIRouter(tags=["rooms"])
 
 AUTH_TIMEOUT_S = 5.0
 RATE_PER_S, RATE_BURST = 20.0, 40.0
+#: GPS frames have their own, larger budget: after a reconnect a phone resends its whole backlog
+#: of unacknowledged fixes at once (20 minutes at 1 Hz fit in the burst), and a refused fix could
+#: never be applied later (the room applies fixes in seq order).
+GPS_RATE_PER_S, GPS_BURST = 50.0, 1200.0
 #: More refused (rate-limited) frames than this within the window closes the socket with 4429.
 ABUSE_WINDOW_S, ABUSE_LIMIT = 5.0, 40
 MAX_ROOM_ID = 64
@@ -246,6 +250,7 @@ async def _serve(ws: WebSocket, room_id: str, who: Who, rooms: RoomRegistry) -> 
 async def _read(conn: Connection, room_id: str, rooms: RoomRegistry, extra: dict[str, Any]) -> None:
     ws, backplane = conn.ws, rooms.backplane
     bucket = _Bucket(RATE_PER_S, RATE_BURST)
+    gps_bucket = _Bucket(GPS_RATE_PER_S, GPS_BURST)
     refused: deque[float] = deque()
 
     def refuse(code: str, message: str, ref: str | None) -> None:
@@ -262,7 +267,9 @@ async def _read(conn: Connection, room_id: str, rooms: RoomRegistry, extra: dict
             refuse("too_large", "frames are at most 16 KiB", None)
             conn.close(1009, flush=True)
             return
-        if not bucket.take(now):
+        # a cheap look before decoding: anything naming "gps" spends the GPS budget
+        budget = gps_bucket if text is not None and '"gps"' in text else bucket
+        if not budget.take(now):
             refused.append(now)
             while refused and refused[0] < now - ABUSE_WINDOW_S:
                 refused.popleft()
