@@ -49,9 +49,20 @@ def event(name: str, version: int = 1) -> Callable[[type[Any]], type[Any]]:
     return wrap
 
 
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    """The dataclass field names of an event class, looked up once per class."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def to_data(evt: Any) -> dict[str, Any]:
     """The JSON-ready payload of an event (its dataclass fields)."""
-    return {f.name: getattr(evt, f.name) for f in dataclasses.fields(evt)}
+    return {name: getattr(evt, name) for name in _field_names(type(evt))}
 
 
 def from_data(type_name: str, data: dict[str, Any]) -> Any:

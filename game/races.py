@@ -108,6 +108,17 @@ class StoreFixes:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreFixesBatch:
+    """Several runners' chunks stored in one flush: one event instead of one per runner.
+
+    All or nothing: a chunk of a runner not registered refuses the whole batch (the room leaves
+    such chunks out before it decides).
+    """
+
+    chunks: tuple[StoreFixes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """End the race: runners still out are DNF; results are published."""
 
@@ -212,6 +223,19 @@ class FixesStored:
     count: int
 
 
+@event("FixesBatchStored")
+@dataclass(frozen=True, slots=True)
+class FixesBatchStored:
+    """Chunks of several runners' fixes stored in one flush (the blobs live beside the log).
+
+    Each chunk is `{runner_id, chunk, first_seq, last_seq, count}`. Replaces one `FixesStored`
+    per runner per flush; logs holding `FixesStored` still fold.
+    """
+
+    race_id: str
+    chunks: list[dict[str, Any]]
+
+
 @event("RaceFinished")
 @dataclass(frozen=True, slots=True)
 class RaceFinished:
@@ -231,6 +255,7 @@ RaceEvent = (
     | RunnerDisqualified
     | RunnerFinished
     | FixesStored
+    | FixesBatchStored
     | RaceFinished
 )
 
@@ -256,7 +281,9 @@ class RaceState:
     organiser_id: str = ""
     club_id: str | None = None
     open: bool = True
-    registered: tuple[str, ...] = ()
+    registered: tuple[str, ...] = ()  # in registration order
+    #: The same runners as `registered`, for O(1) membership (kept in step by `evolve`).
+    registered_set: frozenset[str] = frozenset()
     start_at: float | None = None
     paused_at: float | None = None
     paused_s: float = 0.0
@@ -281,6 +308,7 @@ Command = (
     | Disqualify
     | Finish
     | StoreFixes
+    | StoreFixesBatch
     | Close
 )
 
@@ -298,13 +326,13 @@ def decide(state: RaceState, command: Command, now: datetime) -> list[RaceEvent]
         case Register(runner_id):
             if _status_at(state, t) not in (RaceStatus.SCHEDULED, RaceStatus.COUNTDOWN):
                 raise Conflict("registration is closed", code="registration_closed")
-            if runner_id in state.registered:
+            if runner_id in state.registered_set:
                 raise Conflict("you are already registered", code="already_registered")
             if len(state.registered) >= state.capacity:
                 raise Conflict("the race is full", code="race_full")
             return [RunnerRegistered(rid, runner_id)]
         case Withdraw(runner_id):
-            if runner_id not in state.registered:
+            if runner_id not in state.registered_set:
                 raise Conflict("you are not registered", code="not_registered")
             if state.status in (RaceStatus.FINISHED, RaceStatus.ABORTED):
                 raise Conflict("the race is over", code="race_over")
@@ -330,7 +358,7 @@ def decide(state: RaceState, command: Command, now: datetime) -> list[RaceEvent]
                 raise Conflict("the race is over", code="race_over")
             return [RaceAborted(rid, t, by, reason.strip()[:500] or "aborted")]
         case Disqualify(by, runner_id, reason):
-            if runner_id not in state.registered:
+            if runner_id not in state.registered_set:
                 raise InvalidCommand("that runner is not in this race", code="not_registered")
             if runner_id in state.disqualified:
                 raise Conflict("already disqualified", code="already_disqualified")
@@ -340,7 +368,7 @@ def decide(state: RaceState, command: Command, now: datetime) -> list[RaceEvent]
         case Finish(runner_id, time_s, distance_m, verdict):
             if _status_at(state, t) not in live:
                 raise Conflict("the race is not running", code="bad_race_state")
-            if runner_id not in state.registered:
+            if runner_id not in state.registered_set:
                 raise Forbidden("only registered runners finish")
             if runner_id in state.finished or runner_id in state.disqualified:
                 return []  # a repeated finish (a resent fix) changes nothing
@@ -357,9 +385,30 @@ def decide(state: RaceState, command: Command, now: datetime) -> list[RaceEvent]
                 )
             ]
         case StoreFixes(runner_id, chunk, first_seq, last_seq, count):
-            if runner_id not in state.registered:
+            if runner_id not in state.registered_set:
                 raise Forbidden("only registered runners send fixes")
             return [FixesStored(rid, runner_id, chunk, first_seq, last_seq, count)]
+        case StoreFixesBatch(chunks):
+            if not chunks:
+                return []
+            registered = state.registered_set
+            if any(c.runner_id not in registered for c in chunks):
+                raise Forbidden("only registered runners send fixes")
+            return [
+                FixesBatchStored(
+                    rid,
+                    [
+                        {
+                            "runner_id": c.runner_id,
+                            "chunk": c.chunk,
+                            "first_seq": c.first_seq,
+                            "last_seq": c.last_seq,
+                            "count": c.count,
+                        }
+                        for c in chunks
+                    ],
+                )
+            ]
         case Close(by):
             if state.status in (RaceStatus.FINISHED, RaceStatus.ABORTED):
                 raise Conflict("the race is over", code="race_over")
@@ -460,10 +509,16 @@ def evolve(state: RaceState, evt: RaceEvent) -> RaceState:
                 open=evt.open,
             )
         case RunnerRegistered():
-            return replace(state, registered=(*state.registered, evt.runner_id))
+            return replace(
+                state,
+                registered=(*state.registered, evt.runner_id),
+                registered_set=state.registered_set | {evt.runner_id},
+            )
         case RunnerWithdrew():
             return replace(
-                state, registered=tuple(r for r in state.registered if r != evt.runner_id)
+                state,
+                registered=tuple(r for r in state.registered if r != evt.runner_id),
+                registered_set=state.registered_set - {evt.runner_id},
             )
         case CountdownStarted():
             return replace(state, status=RaceStatus.COUNTDOWN, start_at=evt.start_at)
@@ -490,6 +545,11 @@ def evolve(state: RaceState, evt: RaceEvent) -> RaceState:
             return replace(state, finished={**state.finished, evt.runner_id: result})
         case FixesStored():
             return replace(state, chunks={**state.chunks, evt.runner_id: evt.last_seq})
+        case FixesBatchStored():
+            chunks = dict(state.chunks)
+            for c in evt.chunks:
+                chunks[c["runner_id"]] = c["last_seq"]
+            return replace(state, chunks=chunks)
         case RaceFinished():
             return replace(state, status=RaceStatus.FINISHED, results=tuple(evt.results))
     return state
@@ -539,6 +599,7 @@ class RaceLive:
         self.paused_s = 0.0
         self.paused_at: float | None = None
         self._runners: dict[str, _Runner] = {}
+        self._seen_registered: tuple[str, ...] | None = None
 
     def _runner(self, runner_id: str) -> _Runner:
         r = self._runners.get(runner_id)
@@ -585,27 +646,55 @@ class RaceLive:
     def verdict(self, runner_id: str, now: float) -> Verdict:
         return self._runner(runner_id).check.verdict(now)
 
+    def ranking(self, registered: tuple[str, ...] = ()) -> list[StandingRow]:
+        """The standings as plain `(rank, runner_id, distance_m, time_s, status)` tuples.
+
+        Finishers by time, then runners by distance (first to reach it ahead), then DQ. One sort of
+        precomputed keys per call and no object per runner: the room builds this every tick.
+        """
+        if registered is not self._seen_registered:  # the roster changes rarely
+            for runner_id in registered:
+                if runner_id not in self._runners:
+                    self._runner(runner_id)
+            self._seen_registered = registered
+        keyed: list[tuple[tuple[int, float, float, str], str, float, float | None, str]] = []
+        append = keyed.append
+        for rid, r in self._runners.items():
+            fin = r.finish
+            if r.dq or (fin is not None and fin.verdict.status == "rejected"):
+                append(((3, 0.0, 0.0, rid), rid, round(r.distance_m, 1), None, "dq"))
+            elif fin is not None:
+                status = "finished" if fin.verdict.status == "verified" else "review"
+                append(
+                    (
+                        (0, fin.time_s, 0.0, rid),
+                        rid,
+                        round(r.distance_m, 1),
+                        round(fin.time_s, 3),
+                        status,
+                    )
+                )
+            else:
+                append(
+                    (
+                        (1, -r.distance_m, r.reached_t, rid),
+                        rid,
+                        round(r.distance_m, 1),
+                        None,
+                        "running",
+                    )
+                )
+        keyed.sort(key=_first)  # keys are unique (they end with the runner id)
+        return [(i, k[1], k[2], k[3], k[4]) for i, k in enumerate(keyed, start=1)]
+
     def standings(self, registered: tuple[str, ...] = ()) -> list[Standing]:
         """Finishers by time, then runners by distance (first to reach it ahead), then DQ."""
-        for runner_id in registered:
-            self._runner(runner_id)
+        return [Standing(*row) for row in self.ranking(registered)]
 
-        def key(item: tuple[str, _Runner]) -> tuple[int, float, float, str]:
-            rid, r = item
-            if r.dq or (r.finish is not None and r.finish.verdict.status == "rejected"):
-                return (3, 0.0, 0.0, rid)
-            if r.finish is not None:
-                return (0, r.finish.time_s, 0.0, rid)
-            return (1, -r.distance_m, r.reached_t, rid)
 
-        out = []
-        for i, (rid, r) in enumerate(sorted(self._runners.items(), key=key), start=1):
-            if r.dq or (r.finish is not None and r.finish.verdict.status == "rejected"):
-                status, t = "dq", None
-            elif r.finish is not None:
-                status = "finished" if r.finish.verdict.status == "verified" else "review"
-                t = round(r.finish.time_s, 3)
-            else:
-                status, t = "running", None
-            out.append(Standing(i, rid, round(r.distance_m, 1), t, status))
-        return out
+#: One row of `RaceLive.ranking`: rank, runner id, distance (m), finish time (s), status.
+StandingRow = tuple[int, str, float, float | None, str]
+
+
+def _first(item: tuple[Any, ...]) -> Any:
+    return item[0]

@@ -38,6 +38,18 @@ def standing_row(s: races.Standing) -> dict[str, Any]:
     }
 
 
+def ranked_row(s: races.StandingRow) -> dict[str, Any]:
+    """`standing_row` of a `RaceLive.ranking` tuple."""
+    rank, runner_id, distance_m, time_s, status = s
+    return {
+        "rank": rank,
+        "runner_id": runner_id,
+        "distance_m": distance_m,
+        "time_s": time_s,
+        "status": status,
+    }
+
+
 def event_frame(evt: Any, now: float) -> dict[str, Any] | None:
     """The broadcast for a race event (None: not broadcast)."""
     match evt:

@@ -6,7 +6,7 @@ once committed. Input is handled by one task (in memory, never waiting on the da
 write goes through one writer task, so the room is the stream's only writer while it runs and
 appends at the version it holds (it catches up on a conflict, e.g. a registration made through the
 API). Fixes are buffered per runner and stored every second (or 50 fixes) in one transaction
-(chunk rows + `FixesStored` events); a fix is acked only after that commit, so an acked fix
+(chunk rows + one `FixesBatchStored` event); a fix is acked only after that commit, so an acked fix
 survives a crash, and a restarted room rebuilds `RaceLive` from the stored chunks.
 
 Safety (docs/protocol.md, "Spotters and safety alerts"): a `FallDetector` per runner and the live
@@ -297,18 +297,18 @@ class Room:
         snapshot: dict[str, Any] = {"race": frames.race_summary(st, now), "results": None}
         if st.results:
             snapshot["results"] = list(st.results)
-        standings = self.live.standings(st.registered) if self.live is not None else []
-        snapshot["leaders"] = [frames.standing_row(s) for s in standings[: frames.LEADERS]]
+        standings = self.live.ranking(st.registered) if self.live is not None else []
+        snapshot["leaders"] = [frames.ranked_row(s) for s in standings[: frames.LEADERS]]
         snapshot["count"] = len(standings)
-        mine = next((s for s in standings if s.runner_id == runner_id), None)
+        mine = next((s for s in standings if s[1] == runner_id), None)
         snapshot["you"] = self._personal_row(mine) if mine is not None else None
         if moderator:
             snapshot["flags"] = list(self.flags)
             snapshot["ready"] = sorted(self.ready)
         feed = self.feeds.get(runner_id)
-        registered = runner_id in st.registered
+        registered = runner_id in st.registered_set
         if spotting:
-            rows = {s.runner_id: s for s in standings}
+            rows = {s[1]: s for s in standings}
             snapshot["spotted"] = [
                 self._personal_row(rows[r], set(spotting)) for r in spotting if r in rows
             ]
@@ -340,13 +340,13 @@ class Room:
         return Outbound("welcome", encode(frame), seq=self.seq)
 
     def _personal_row(
-        self, s: races.Standing, spotted: set[str] | frozenset[str] = frozenset()
+        self, s: races.StandingRow, spotted: set[str] | frozenset[str] = frozenset()
     ) -> dict[str, Any]:
-        row = frames.standing_row(s)
-        feed = self.feeds.get(s.runner_id)
+        row = frames.ranked_row(s)
+        feed = self.feeds.get(s[1])
         row["echo"] = feed.echo if feed is not None else None
-        if s.runner_id in spotted:
-            row["position"] = self.positions.get(s.runner_id)
+        if s[1] in spotted:
+            row["position"] = self.positions.get(s[1])
         return row
 
     def _spotted(self) -> set[str]:
@@ -383,7 +383,7 @@ class Room:
             case GpsFrame():
                 await self._gps(msg, frame, now)
             case ReadyFrame():
-                if msg.runner_id not in self.state.registered:
+                if msg.runner_id not in self.state.registered_set:
                     await self._refuse(
                         msg, "not_registered", "register for the race first", frame.cid
                     )
@@ -421,7 +421,7 @@ class Room:
 
     async def _gps(self, msg: Inbound, frame: GpsFrame, now: float) -> None:
         st, runner_id = self.state, msg.runner_id
-        if runner_id not in st.registered:
+        if runner_id not in st.registered_set:
             await self._refuse(
                 msg, "not_registered", "only registered runners send fixes", frame.cid
             )
@@ -523,7 +523,7 @@ class Room:
         assert self.live is not None
         self._dirty = False
         self._tick += 1
-        rows = self.live.standings(self.state.registered)
+        rows = self.live.ranking(self.state.registered)
         head = {
             "type": "standings",
             "epoch": self.epoch,
@@ -531,13 +531,25 @@ class Room:
             "tick": self._tick,
             "at": round(now, 3),
             "count": len(rows),
-            "leaders": [frames.standing_row(s) for s in rows[: frames.LEADERS]],
+            "leaders": [frames.ranked_row(s) for s in rows[: frames.LEADERS]],
         }
         text = encode(head)[:-1]  # the closing brace comes with the per-runner part
         spotted = self._spotted()
-        personal = {
-            s.runner_id: orjson.dumps(self._personal_row(s, spotted)).decode() for s in rows
-        }
+        feeds, positions, dumps = self.feeds, self.positions, orjson.dumps
+        personal: dict[str, str] = {}
+        for rank, rid, distance_m, time_s, status in rows:  # inlined `_personal_row`
+            feed = feeds.get(rid)
+            row: dict[str, Any] = {
+                "rank": rank,
+                "runner_id": rid,
+                "distance_m": distance_m,
+                "time_s": time_s,
+                "status": status,
+                "echo": feed.echo if feed is not None else None,
+            }
+            if rid in spotted:
+                row["position"] = positions.get(rid)
+            personal[rid] = dumps(row).decode()
         out = Outbound("standings", text, seq=self.seq, personal=personal)
         self._last_standings = out
         await self._publish(out)
@@ -563,7 +575,7 @@ class Room:
     def _spotting(self, msg: Inbound) -> tuple[str, ...]:
         """The runners of this race the joining identity spots."""
         claimed = msg.extra.get("spotting") or ()
-        registered = self.state.registered
+        registered = self.state.registered_set
         return tuple(r for r in claimed if r in registered and r != msg.runner_id)
 
     async def _watch_fall(self, runner_id: str, fix: Fix, finished: bool, now: float) -> None:
@@ -722,7 +734,7 @@ class Room:
         for _rid, f, _items in taken:
             f.buffer = []
 
-        def build() -> list[tuple[Any, dict[str, Any]]]:
+        def build() -> list[tuple[races.StoreFixes, dict[str, Any]]]:
             out = []
             for rid, f, items in taken:
                 track = Track.from_fixes([fix for _seq, fix, _cid in items])
@@ -753,22 +765,23 @@ class Room:
             for seq, _fix, cid in items:
                 await self._ack(rid, seq, cid)
 
-    async def _commit_fixes(self, pairs: list[tuple[Any, dict[str, Any]]]) -> set[str]:
-        """Append `FixesStored` and insert the chunks; runners the decider refuses are dropped."""
+    async def _commit_fixes(self, pairs: list[tuple[races.StoreFixes, dict[str, Any]]]) -> set[str]:
+        """Append one `FixesBatchStored` and insert the chunks in one transaction; chunks of
+        runners not registered (any more) are dropped."""
         for _attempt in range(MAX_ATTEMPTS):
             now = datetime.now(UTC)
-            state, events, rows, stored = self.state, [], [], set()
-            for command, row in pairs:
-                try:
-                    new = races.decide(state, command, now)
-                except DomainError:
-                    continue
-                state = fold(races.evolve, state, new)
-                events += new
-                rows.append(row)
-                stored.add(command.runner_id)
+            registered = self.state.registered_set
+            kept = [(c, row) for c, row in pairs if c.runner_id in registered]
+            batch = races.StoreFixesBatch(tuple(c for c, _row in kept))
+            try:
+                events = races.decide(self.state, batch, now)
+            except DomainError:
+                return set()
             if not events:
-                return stored
+                return set()
+            state = fold(races.evolve, self.state, events)
+            rows = [row for _c, row in kept]
+            stored = {c.runner_id for c, _row in kept}
             try:
                 await self._append(events, SYSTEM, rows)
             except ConcurrencyError:

@@ -39,6 +39,7 @@ from game.races import (
     ScheduleRace,
     StartCountdown,
     StoreFixes,
+    StoreFixesBatch,
     Withdraw,
 )
 from game.track import Fix, Track
@@ -244,6 +245,45 @@ def test_only_registered_runners_finish_or_send_fixes() -> None:
         races.decide(state, StoreFixes("zed", 0, 0, 9, 10), at(310))
     state = step(state, StoreFixes("ann", 0, 0, 9, 10), at(10))
     assert state.chunks == {"ann": 9}
+
+
+def test_a_flush_stores_many_runners_chunks_in_one_event() -> None:
+    state = counting_down("ann", "bob")
+    assert races.decide(state, StoreFixesBatch(()), at(10)) == []
+    with pytest.raises(Forbidden):  # all or nothing
+        races.decide(
+            state,
+            StoreFixesBatch((StoreFixes("ann", 0, 1, 9, 9), StoreFixes("zed", 0, 1, 9, 9))),
+            at(10),
+        )
+    batch = StoreFixesBatch((StoreFixes("ann", 0, 1, 9, 9), StoreFixes("bob", 0, 1, 4, 4)))
+    [e] = races.decide(state, batch, at(10))
+    assert e == races.FixesBatchStored(
+        "race1",
+        [
+            {"runner_id": "ann", "chunk": 0, "first_seq": 1, "last_seq": 9, "count": 9},
+            {"runner_id": "bob", "chunk": 0, "first_seq": 1, "last_seq": 4, "count": 4},
+        ],
+    )
+    # a log written before batches (one `FixesStored` per runner) folds with the batched one
+    first: list[races.RaceEvent] = [e, races.FixesStored("race1", "ann", 1, 10, 12, 3)]
+    later = races.decide(
+        fold(races.evolve, state, first),
+        StoreFixesBatch((StoreFixes("bob", 1, 5, 7, 3),)),
+        at(11),
+    )
+    log: list[Any] = [*first, *later]
+    rebuilt = [from_data(x.type, orjson.loads(orjson.dumps(to_data(x)))) for x in log]
+    assert rebuilt == log
+    assert fold(races.evolve, state, rebuilt).chunks == {"ann": 12, "bob": 7}
+
+
+def test_the_registered_set_follows_registrations_and_withdrawals() -> None:
+    state = scheduled("ann", "bob", "cid")
+    assert state.registered_set == frozenset(state.registered) == {"ann", "bob", "cid"}
+    state = step(state, Withdraw("bob"), T0 - timedelta(minutes=30))
+    assert state.registered == ("ann", "cid")
+    assert state.registered_set == {"ann", "cid"}
 
 
 def test_a_disqualified_runner_cannot_finish_and_is_disqualified_once() -> None:
@@ -464,6 +504,36 @@ def test_a_car_finishes_rejected_and_stands_disqualified() -> None:
     assert [(r["place"], r["runner_id"], r["status"]) for r in results][1] == (None, "car", "dq")
 
 
+def test_ranking_matches_a_full_sort_of_the_standings_rules() -> None:
+    gun = GUN.timestamp()
+    field = dict(honest_field())
+    car = shifted(generate(Profile.CAR, 1, 0.0, 3000.0), gun)
+    base = field["honest_recreational-2"]
+    field["car"] = car
+    field["part"] = shifted(base.slice(0, len(base) // 3), gun + 5.0)
+    field["twin"] = shifted(base.slice(0, len(base) // 3), gun + 5.0)  # a tie: by id
+    live = RaceLive(800.0, gun)
+    live.disqualify("cheat")
+    feed(live, field)
+    registered = ("late-no-fix", "part")
+    rows = live.ranking(registered)
+    runners = live._runners
+
+    def key(rid: str) -> tuple[int, float, float, str]:  # the ordering rules, spelled out
+        r = runners[rid]
+        if r.dq or (r.finish is not None and r.finish.verdict.status == "rejected"):
+            return (3, 0.0, 0.0, rid)
+        if r.finish is not None:
+            return (0, r.finish.time_s, 0.0, rid)
+        return (1, -r.distance_m, r.reached_t, rid)
+
+    assert [row[1] for row in rows] == sorted(runners, key=key)
+    assert {"late-no-fix", "cheat", "car"} <= set(runners)
+    assert [row[0] for row in rows] == list(range(1, len(rows) + 1))
+    assert live.standings(registered) == [races.Standing(*row) for row in rows]
+    assert live.ranking(registered) == rows  # the same tuple again: no new runners
+
+
 def test_a_runner_disqualified_live_never_finishes() -> None:
     gun = GUN.timestamp()
     live = RaceLive(800.0, gun)
@@ -498,6 +568,11 @@ commands = st.one_of(
         st.just(0),
         st.integers(0, 99),
         st.just(100),
+    ),
+    st.builds(
+        lambda rs, seq: StoreFixesBatch(tuple(StoreFixes(r, 1, 0, seq, 10) for r in rs)),
+        st.lists(st.sampled_from(RUNNERS), max_size=3, unique=True),
+        st.integers(0, 99),
     ),
     st.builds(Close, st.just("org")),
 )
