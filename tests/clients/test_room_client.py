@@ -161,8 +161,10 @@ def _fix(i: int) -> Frame:
 
 
 def test_close_codes_split_into_reconnect_and_do_not() -> None:
-    assert all(should_reconnect(c) for c in (1006, 1008, 1011, 1012, 1013, 4000, 4401, 4499))
-    assert not any(should_reconnect(c) for c in (1000, 1009, 4500, 4503, 4504, 4999))
+    # 1012 (restart, room moved) and 1013 (slow consumer) invite the client back, then resume
+    assert all(should_reconnect(c) for c in (1001, 1006, 1011, 1012, 1013, 4000, 4401, 4499))
+    # normal, policy (auth), too large, room over, banned, share link revoked: never again
+    assert not any(should_reconnect(c) for c in (1000, 1008, 1009, 4500, 4503, 4504, 4511, 4999))
 
 
 async def test_welcome_then_clock_sync_finds_the_server_offset(room: ScriptedRoom) -> None:
