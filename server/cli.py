@@ -35,6 +35,7 @@ PortOpt = Annotated[int, typer.Option(help="TCP port.")]
 
 def _serve(settings: Settings, host: str, port: int) -> None:
     from server.app import create_app
+    from server.http_guard import guarded_http_protocol
 
     uvicorn.run(
         create_app(settings),
@@ -44,11 +45,16 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         proxy_headers=False,
         timeout_graceful_shutdown=10,
         ws_max_size=64 * 1024,
-        # Idle keep-alive connections close after 5 s; a request head (line and headers) over
-        # 16 KiB is refused. Neither bounds the time to send a head (slowloris): see
-        # docs/reliability.md.
+        # The rooms write frames straight to this protocol's transport (server/rooms/direct.py)
+        # and encode each shared frame once: no per-socket compression (docs/decisions.md).
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
+        # Idle keep-alive connections close after 5 s. httptools, pinned, with a deadline and a
+        # size cap for request heads (slowloris): server/http_guard.py.
         timeout_keep_alive=5,
-        h11_max_incomplete_event_size=16 * 1024,
+        http=guarded_http_protocol(settings.header_timeout_s, settings.header_max_bytes),
     )
 
 

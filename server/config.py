@@ -104,6 +104,16 @@ class Settings(BaseSettings):
     #: Addresses or networks (`10.0.0.0/8`) of reverse proxies whose `X-Forwarded-For` is trusted;
     #: from any other peer the header is ignored and the socket address is the client.
     trusted_proxies: list[str] = Field(default_factory=list)
+    #: Slow clients (server/http_guard.py): a request's line and headers must arrive within
+    #: `header_timeout_s` of the connection opening (or of the request's first byte on a
+    #: kept-alive connection), and be at most `header_max_bytes` long (else 431).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    header_max_bytes: int = Field(default=16 * 1024, ge=1024)
+    #: WebSocket keepalive: the server pings every `ws_ping_interval_s` and closes (1011) a
+    #: socket whose peer has not answered within `ws_ping_timeout_s` (a stalled network, a
+    #: phone gone to sleep), so its room slot is freed.
+    ws_ping_interval_s: float = Field(default=15.0, gt=0)
+    ws_ping_timeout_s: float = Field(default=10.0, gt=0)
 
     @field_validator("trusted_proxies")
     @classmethod

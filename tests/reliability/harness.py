@@ -48,6 +48,8 @@ class ServerProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    #: More `RETRORUN_*` settings for the process (they win over the harness's).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def http_url(self) -> str:
@@ -72,6 +74,7 @@ class ServerProcess:
             "RETRORUN_ROOM_TICK_HZ": "4",
             "RETRORUN_LOG_JSON": "false",
             "RETRORUN_AUTO_MIGRATE": "true",
+            **self.env,
         }
         env.pop("RETRORUN_REDIS_URL", None)
         log = self.log_path.open("ab")
@@ -149,6 +152,14 @@ class ServerProcess:
             if int(parts[1].split(":")[1], 16) == self.port:
                 states[names.get(parts[3], parts[3])] += 1
         return states
+
+    def gauge(self, name: str) -> float | None:
+        """A Prometheus gauge's value from GET /metrics (None when absent)."""
+        text = httpx.get(f"{self.http_url}/metrics", timeout=5.0).text
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
 
 
 def log_problems(log: str) -> list[str]:

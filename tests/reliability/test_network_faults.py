@@ -124,8 +124,6 @@ async def test_clients_cut_off_for_5_s_lose_and_duplicate_nothing(
     await _outage(tmp_path, mode, 5.0)
 
 
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("mode", ["blackhole", "cut"])
