@@ -3,9 +3,15 @@
 A lease is the key `<key>` holding `<token>:<holder>`, set only when absent and with a time to
 live (`SET NX PX` semantics, done in a script so the token is drawn only when the lease is
 taken). The token comes from `INCR <fence key>`: it grows with every grant, so a write stamped
-with an older token is recognisably stale. The holder renews with compare-and-renew (PEXPIRE only
-if the value is still its own) and releases with compare-and-delete: a holder whose lease lapsed
-and was granted to another can neither renew nor release it.
+with an older token is recognisably stale. A missing counter starts at Redis's clock in
+milliseconds, not at 0, so tokens keep growing when Redis loses its data (a restart without
+persistence): the database remembers the highest token that wrote (`stream_fences`), and a new
+owner must outrank it. That holds while the earlier counter was granted fewer tokens than the
+milliseconds between its start and the restart, and Redis's clock does not step back.
+
+The holder renews with compare-and-renew (PEXPIRE only if the value is still its own) and
+releases with compare-and-delete: a holder whose lease lapsed and was granted to another can
+neither renew nor release it.
 
 The holder also fences itself by its own clock: a lease it could not renew for `SELF_FENCE` of
 the time to live counts as lost, before Redis hands it to anyone else. No consensus beyond this:
@@ -26,9 +32,13 @@ SELF_FENCE = 0.8
 FENCE_KEEP_S = 86_400
 
 # KEYS: lease, fence. ARGV: holder, ttl ms, seconds the fence counter outlives its last grant.
-# Returns the token, or 0 when the lease is held.
+# Returns the token, or 0 when the lease is held. A new counter starts at the clock in ms.
 _ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[2], string.format('%.0f', now[1] * 1000 + math.floor(now[2] / 1000)))
+end
 local token = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[1], token .. ':' .. ARGV[1], 'PX', ARGV[2])

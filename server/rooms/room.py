@@ -38,6 +38,7 @@ from game.events import fold, from_data
 from game.pace import Activity, policy_for
 from game.track import Fix, Track
 from server.rooms import frames
+from server.rooms.backplane import fence_token
 from server.rooms.backplane.base import Backplane, Inbound, Outbound
 from server.rooms.protocol import (
     AlertAckFrame,
@@ -141,6 +142,8 @@ class Room:
         self.history: deque[Outbound] = deque(maxlen=HISTORY)
         self.state = races.initial_state()
         self.version = 0
+        #: The lease token appends are stamped with (None: in-process backplane, no fencing).
+        self.fence: int | None = None
         self.live: races.RaceLive | None = None
         self.feeds: dict[str, _Feed] = {}
         self.flags: deque[dict[str, Any]] = deque(maxlen=FLAGS_KEPT)
@@ -183,6 +186,7 @@ class Room:
         await self._rebuild()
         if not await self.backplane.claim(self.race_id, self._inbox.put):
             raise RuntimeError(f"room {self.race_id} is owned elsewhere")
+        self.fence = fence_token(self.backplane, self.race_id)
         self._tasks = [
             asyncio.create_task(self._input_loop(), name=f"room-in-{self.race_id}"),
             asyncio.create_task(self._ticker(), name=f"room-tick-{self.race_id}"),
@@ -674,6 +678,7 @@ class Room:
                     self.safety_version,
                     [NewEvent.of(e) for e in events],
                     meta={"actor": SYSTEM},
+                    fence=self.fence,
                 )
             except ConcurrencyError:  # another process wrote (a takeover): append after it
                 self.safety_version = await self.store.version(self.safety_stream)
@@ -822,6 +827,7 @@ class Room:
                     self.version,
                     [NewEvent.of(e) for e in events],
                     meta={"actor": actor},
+                    fence=self.fence,
                 )
         self.version += len(events)
         self.store.notify_appended()

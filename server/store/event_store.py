@@ -5,6 +5,12 @@ append takes one transaction-scoped advisory lock before it draws positions, so 
 seen position N can never later find a smaller position committing (no skipped events); SQLite
 serialises writers by itself (BEGIN IMMEDIATE). Positions may have holes (a rolled-back append
 burns its sequence values on PostgreSQL); stream versions never do.
+
+Fencing: a stream written by one owner at a time (a live race room, whose owner holds a lease in
+Redis) is appended with the owner's `fence` token. Inside the append's transaction the stream's
+row in `stream_fences` is raised to the token, or the append is refused (`StaleFence`) when a
+higher token already wrote: an owner whose lease lapsed cannot write after its successor did,
+even at a version that would pass the optimistic check (docs/decisions.md, "Fenced appends").
 """
 
 from __future__ import annotations
@@ -27,10 +33,11 @@ from game.errors import Conflict
 from game.events import to_data
 from server import metrics
 from server.store.db import sqlite_writer_engine, writer
-from server.store.tables import IdempotencyKey, StoredEvent
+from server.store.tables import IdempotencyKey, StoredEvent, StreamFence
 
 EVENTS = StoredEvent.__table__  # type: ignore[attr-defined]
 IDEMPOTENCY = IdempotencyKey.__table__  # type: ignore[attr-defined]
+FENCES = StreamFence.__table__  # type: ignore[attr-defined]
 
 #: Columns in `RecordedEvent` field order, so a result row maps positionally (no per-field
 #: `Row.__getattr__`, which was ~40 % of replay time).
@@ -60,6 +67,17 @@ _SQLITE_IDEM_INSERT = (
     "INSERT INTO idempotency_keys (key, stream_id, first_version, last_version, last_position, "
     "recorded_at) VALUES (?, ?, ?, ?, ?, ?)"
 )
+
+#: Raise a stream's fence to the token, or return no row when a higher token holds it. Same
+#: text on both engines (SQLite 3.35+ upserts with RETURNING).
+_FENCE_SQL = (
+    "INSERT INTO stream_fences (stream_id, token) VALUES ({s}, {t}) "
+    "ON CONFLICT (stream_id) DO UPDATE SET token = excluded.token "
+    "WHERE stream_fences.token <= excluded.token RETURNING token"
+)
+_FENCE = text(_FENCE_SQL.format(s=":sid", t=":token"))
+_SQLITE_FENCE = _FENCE_SQL.format(s="?", t="?")
+_SQLITE_FENCE_GET = "SELECT token FROM stream_fences WHERE stream_id = ?"
 
 #: PostgreSQL append at an expected version in one statement: the version check rides in the
 #: INSERT. It runs after the advisory-lock statement, so its READ COMMITTED snapshot already
@@ -91,6 +109,22 @@ class ConcurrencyError(Conflict):
         self.stream_id = stream_id
         self.expected = expected
         self.actual = actual
+
+
+class StaleFence(Conflict):
+    """The stream was appended with a higher fence token: the caller's lease lapsed and another
+    owner took the stream over. Nothing was written; the caller must stop writing."""
+
+    code = "stale_fence"
+
+    def __init__(self, stream_id: str, token: int, held: int | None) -> None:
+        super().__init__(
+            f"stream {stream_id!r} is fenced at token {held}: an append with token {token} "
+            "comes from an owner whose lease lapsed"
+        )
+        self.stream_id = stream_id
+        self.token = token
+        self.held = held
 
 
 class IdempotencyMismatch(Conflict):
@@ -184,11 +218,13 @@ class EventStore:
         *,
         meta: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        fence: int | None = None,
     ) -> AppendResult:
         """Append `events` to a stream if it is at `expected_version` (None: any version).
 
         With an `idempotency_key` that was used before, nothing is written and the first
-        append's result comes back with `duplicate=True`.
+        append's result comes back with `duplicate=True`. With a `fence` token, the append is
+        refused (`StaleFence`) when the stream was appended with a higher token before.
         """
         if not events:
             raise ValueError("append needs at least one event")
@@ -201,6 +237,7 @@ class EventStore:
                 events,
                 meta,
                 idempotency_key,
+                fence,
             )
             if not result.duplicate:
                 metrics.EVENTS_APPENDED.inc(len(events))
@@ -216,6 +253,7 @@ class EventStore:
                     events,
                     meta=meta,
                     idempotency_key=idempotency_key,
+                    fence=fence,
                 )
         if not result.duplicate:
             metrics.EVENTS_APPENDED.inc(len(events))
@@ -231,12 +269,16 @@ class EventStore:
         *,
         meta: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        fence: int | None = None,
     ) -> AppendResult:
-        """`append` inside a transaction the caller owns (and commits)."""
+        """`append` inside a transaction the caller owns (and commits). A `StaleFence` leaves
+        the transaction for the caller to roll back (nothing of this append was written)."""
         if not events:
             raise ValueError("append needs at least one event")
         if self.is_postgres:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _APPEND_LOCK_KEY})
+        if fence is not None:
+            await self._raise_fence(conn, stream_id, fence)
         if self.is_postgres and expected_version is not None and idempotency_key is None:
             return await self._append_checked_pg(conn, stream_id, expected_version, events, meta)
         if idempotency_key is not None:
@@ -285,6 +327,28 @@ class EventStore:
             )
         return result
 
+    async def _raise_fence(self, conn: AsyncConnection, stream_id: str, token: int) -> None:
+        """Raise the stream's fence to `token` in the caller's transaction, or refuse."""
+        if (await conn.execute(_FENCE, {"sid": stream_id, "token": token})).first() is None:
+            stmt = select(FENCES.c.token).where(FENCES.c.stream_id == stream_id)
+            held = (await conn.execute(stmt)).scalar_one_or_none()
+            raise StaleFence(stream_id, token, held)
+
+    async def raise_fence(self, stream_id: str, token: int) -> None:
+        """Raise the stream's fence to `token` without appending (a new owner, right after it
+        took the lease and before it loads the stream), or refuse with `StaleFence`."""
+        async with self.engine.connect() as raw:
+            conn = await writer(raw)
+            async with conn.begin():
+                await self._raise_fence(conn, stream_id, token)
+
+    async def fence_of(self, stream_id: str) -> int | None:
+        """The highest fence token that appended to the stream (None: never fenced)."""
+        async with self.engine.connect() as conn:
+            stmt = select(FENCES.c.token).where(FENCES.c.stream_id == stream_id)
+            value = (await conn.execute(stmt)).scalar_one_or_none()
+            return None if value is None else int(value)
+
     async def _append_checked_pg(
         self,
         conn: AsyncConnection,
@@ -321,6 +385,7 @@ class EventStore:
         events: Sequence[NewEvent],
         meta: Mapping[str, Any] | None,
         idempotency_key: str | None,
+        fence: int | None = None,
     ) -> AppendResult:
         """`append` on the writer thread: BEGIN IMMEDIATE … COMMIT with driver SQL."""
         assert self._sqlite_sync is not None
@@ -330,6 +395,12 @@ class EventStore:
             cur = raw.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
+                if (
+                    fence is not None
+                    and cur.execute(_SQLITE_FENCE, (stream_id, fence)).fetchone() is None
+                ):
+                    held = cur.execute(_SQLITE_FENCE_GET, (stream_id,)).fetchone()
+                    raise StaleFence(stream_id, fence, None if held is None else held[0])
                 if idempotency_key is not None:
                     row = cur.execute(_SQLITE_IDEM_SELECT, (idempotency_key,)).fetchone()
                     if row is not None:

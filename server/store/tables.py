@@ -87,6 +87,17 @@ class ProjectionCheckpoint(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_utc())
 
 
+class StreamFence(SQLModel, table=True):
+    """The highest fence token that appended to a stream written by one owner at a time (a
+    live race room): an append stamped with a lower token comes from an owner whose lease lapsed
+    and is refused (`server.store.event_store.StaleFence`)."""
+
+    __tablename__ = "stream_fences"
+
+    stream_id: str = Field(sa_column=Column(String(200), primary_key=True))
+    token: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 class Runner(SQLModel, table=True):
     """An account. Personal data (the handle) lives here, not in event payloads."""
 

@@ -37,7 +37,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
                 "TRUNCATE events, idempotency_keys, projection_checkpoints, runners, "
                 "revoked_tokens, board_entries, challenges, challenge_members, "
                 "challenge_progress, runs, run_tracks, races, race_fix_chunks, clubs, "
-                "club_members, bans, runner_keys RESTART IDENTITY"
+                "club_members, bans, runner_keys, stream_fences RESTART IDENTITY"
             )
         )
     await engine.dispose()

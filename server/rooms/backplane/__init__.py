@@ -28,6 +28,7 @@ __all__ = [
     "RedisBackplane",
     "Subscriber",
     "backplane_from_settings",
+    "fence_token",
 ]
 
 
@@ -46,6 +47,16 @@ class Ownership(Protocol):
     async def history(self, room_id: str) -> tuple[str, int, list[Outbound]] | None:
         """The room's epoch, last seq and kept numbered broadcasts, for a new owner."""
         ...
+
+    def fence_token(self, room_id: str) -> int | None:
+        """The token of this process's lease on the room (None: not the owner)."""
+        ...
+
+
+def fence_token(backplane: Backplane, room_id: str) -> int | None:
+    """The token a room's owner stamps its appends with (`EventStore.append(fence=...)`); None
+    on a backplane without leases (one process: nothing to fence)."""
+    return backplane.fence_token(room_id) if isinstance(backplane, Ownership) else None
 
 
 def backplane_from_settings(settings: Settings, redis: Redis | None) -> Backplane:

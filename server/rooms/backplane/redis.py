@@ -278,8 +278,7 @@ class RedisBackplane:
         # Sockets already in the room (on any process) joined an earlier owner: they reconnect
         # to this one and resend what it did not store. Sent on every claim, not only when the
         # token says there was an owner before: Redis may have lost the counter.
-        if lease.token > 1:
-            log.info("room %s taken over (lease token %d)", room_id, lease.token)
+        log.info("room %s claimed (lease token %d)", room_id, lease.token)
         self._enqueue(room_id, owned, Outbound("close", "", close_code=TAKEOVER_CLOSE))
         with contextlib.suppress(TimeoutError):  # sockets that join from now on do not get it
             await asyncio.wait_for(self._drained(owned), READY_WAIT_S)
@@ -300,6 +299,12 @@ class RedisBackplane:
                 await task
         with contextlib.suppress(RedisError, OSError):
             await self.leases.release(owned.lease)
+
+    def fence_token(self, room_id: str) -> int | None:
+        """The token of this process's lease on the room (None: not the owner): the room stamps
+        its appends with it, so the database refuses them once a later owner wrote."""
+        owned = self._owned.get(room_id)
+        return None if owned is None else owned.lease.token
 
     def owns(self, room_id: str) -> bool:
         """This process holds the room's lease (by its own clock: it stops before it lapses)."""
