@@ -203,6 +203,96 @@ async def make_race(
     return RaceSetup(world, race_id, organiser, runners, tracks, expected, distance_m)
 
 
+# how big a race the fault tests drive
+
+
+@dataclass(frozen=True)
+class Load:
+    """The race a fault test drives: `runners` SDK clients sending `per_s` fixes a second each,
+    standings at `tick_hz`, and how long the bounded waits may take at that size."""
+
+    runners: int
+    per_s: float
+    tick_hz: int = 4
+    distance_m: float = 150.0
+    #: seconds of sending before the fault
+    fault_after_s: float = 3.5
+    #: bounded waits: every runner's first ack after the fault, all acked, final results
+    recover_s: float = 20.0
+    settle_s: float = 10.0
+    results_s: float = 15.0
+
+    @property
+    def server_env(self) -> dict[str, str]:
+        return {"RETRORUN_ROOM_TICK_HZ": str(self.tick_hz)}
+
+    def __str__(self) -> str:
+        return f"{self.runners}x{self.per_s:g}/s"
+
+
+#: The CI size: two runners at 5-6 fixes a second (a 5 s outage queues under the room's burst).
+SMALL = Load(2, 5.0)
+#: Issue #10's size (on demand, `-m slow`): phone-rate fixes (1 Hz) from 500 runners, standings at
+#: 1 Hz (the load generator shares the 2 CPUs with the server). `RETRORUN_FAULT_RUNNERS` changes
+#: the count.
+LARGE = Load(
+    int(os.environ.get("RETRORUN_FAULT_RUNNERS", "500")),
+    1.0,
+    tick_hz=1,
+    fault_after_s=15.0,
+    recover_s=90.0,
+    settle_s=90.0,
+    results_s=60.0,
+)
+
+
+def loads(small: Load = SMALL) -> list[Any]:
+    """`pytest.mark.parametrize` values: the CI size, and the 500-runner one marked `slow`."""
+    import pytest
+
+    return [
+        pytest.param(small, id=f"{small.runners}-runners"),
+        pytest.param(LARGE, id=f"{LARGE.runners}-runners", marks=pytest.mark.slow),
+    ]
+
+
+async def connect_all(recs: list[Recorder], at_once: int = 50) -> None:
+    """Connect (and start recording) every client, `at_once` handshakes in flight at most."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(rec: Recorder) -> None:
+        async with gate:
+            await rec.conn.connect()
+            rec.start()
+
+    await asyncio.gather(*(one(r) for r in recs))
+
+
+def windows_p99(
+    recs: list[Recorder], t_fault: float, t_calm: float
+) -> tuple[float | None, float | None, float | None]:
+    """p99 ack latency of the fixes sent before the fault (and acked before it), of those sent
+    after `t_calm` (the recovery), and of the rest: the fixes the fault delayed."""
+    lat = [(t - x, t, x) for r in recs for t, x in r.latency]  # (sent, acked, latency)
+    before = [x for sent, t, x in lat if t < t_fault]
+    after = [x for sent, t, x in lat if sent > t_calm]
+    during = [x for sent, t, x in lat if t >= t_fault and sent <= t_calm]
+    return _round(p99(before)), _round(p99(during)), _round(p99(after))
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def first_acks_after(recs: list[Recorder], t0: float) -> list[float]:
+    """Seconds from `t0` to each client's first ack after it (those that had one)."""
+    return [
+        min(t for t, _ in r.latency if t > t0) - t0
+        for r in recs
+        if r.latency and r.latency[-1][0] > t0
+    ]
+
+
 # SDK clients that record what they saw
 
 
