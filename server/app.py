@@ -31,6 +31,7 @@ from server.api import (
 from server.api import boards as boards_api
 from server.api.boards import PageCache
 from server.boards import Leaderboards, leaderboards_from_settings
+from server.boards.keeper import start_keeper
 from server.config import Settings
 from server.errors import add_exception_handlers
 from server.limits import AbuseLimitsMiddleware
@@ -86,6 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     run_scheduler(store, boards, runner, settings, stop), name="scheduler"
                 ),
             ]
+            # Redis boards: rebuilt from the log when Redis lost them (now, and watched after)
+            keeper = await start_keeper(boards, store, build_projections(boards), stop)
+            tasks += [keeper] if keeper is not None else []
             rooms = RoomRegistry(
                 store,
                 backplane_from_settings(settings, redis),
