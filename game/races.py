@@ -125,6 +125,22 @@ class Close:
     by: str
 
 
+class FinishDecision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewFinish:
+    """A moderator decides a finish the pace check sent to review (after the results are out):
+    approve credits it as a run, reject takes it out of the placings. Either may be reversed."""
+
+    by: str
+    runner_id: str
+    decision: FinishDecision
+    reason: str
+
+
 # Events
 
 
@@ -208,6 +224,8 @@ class RunnerFinished:
     status: str  # the pace verdict at the finish: verified / review / rejected
     score: int
     codes: list[str]
+    #: The pace check's flags with their evidence (older logs: none).
+    flags: list[dict[str, Any]] = field(default_factory=list)
 
 
 @event("FixesStored")
@@ -244,6 +262,43 @@ class RaceFinished:
     results: list[dict[str, Any]]
 
 
+@event("RaceFinishSentToReview")
+@dataclass(frozen=True, slots=True)
+class RaceFinishSentToReview:
+    """With the results: a finish the pace check doubted waits for a moderator (like a run)."""
+
+    race_id: str
+    runner_id: str
+    time_s: float
+    distance_m: float
+    score: int
+    flags: list[dict[str, Any]]
+
+
+@event("RaceFinishApproved")
+@dataclass(frozen=True, slots=True)
+class RaceFinishApproved:
+    """A moderator credits a reviewed finish; `results` are the published results after it."""
+
+    race_id: str
+    runner_id: str
+    by: str
+    reason: str
+    results: list[dict[str, Any]]
+
+
+@event("RaceFinishRejected")
+@dataclass(frozen=True, slots=True)
+class RaceFinishRejected:
+    """A moderator rejects a reviewed finish: unplaced (`dq`), never credited."""
+
+    race_id: str
+    runner_id: str
+    by: str
+    reason: str
+    results: list[dict[str, Any]]
+
+
 RaceEvent = (
     RaceScheduled
     | RunnerRegistered
@@ -257,6 +312,9 @@ RaceEvent = (
     | FixesStored
     | FixesBatchStored
     | RaceFinished
+    | RaceFinishSentToReview
+    | RaceFinishApproved
+    | RaceFinishRejected
 )
 
 
@@ -265,9 +323,12 @@ class Result:
     runner_id: str
     time_s: float
     distance_m: float
-    status: str
+    status: str  # verified / review / rejected: the pace verdict, then a moderator's decision
     score: int
     codes: tuple[str, ...]
+    flags: tuple[dict[str, Any], ...] = ()
+    #: The pace check sent this finish to review: a moderator may decide it.
+    reviewable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +371,7 @@ Command = (
     | StoreFixes
     | StoreFixesBatch
     | Close
+    | ReviewFinish
 )
 
 
@@ -382,6 +444,7 @@ def decide(state: RaceState, command: Command, now: datetime) -> list[RaceEvent]
                     verdict.status,
                     verdict.score,
                     codes,
+                    [f.to_dict() for f in verdict.flags],
                 )
             ]
         case StoreFixes(runner_id, chunk, first_seq, last_seq, count):
@@ -414,8 +477,43 @@ def decide(state: RaceState, command: Command, now: datetime) -> list[RaceEvent]
                 raise Conflict("the race is over", code="race_over")
             if _status_at(state, t) not in live:
                 raise Conflict("only a started race can be closed", code="bad_race_state")
-            return [RaceFinished(rid, t, results(state))]
+            published = results(state)
+            in_review = [r["runner_id"] for r in published if r["status"] == "review"]
+            return [
+                RaceFinished(rid, t, published),
+                *(_sent_to_review(state, state.finished[r]) for r in in_review),
+            ]
+        case ReviewFinish():
+            return [_review_finish(state, command)]
     raise InvalidCommand("unknown race command")
+
+
+def _sent_to_review(state: RaceState, r: Result) -> RaceFinishSentToReview:
+    return RaceFinishSentToReview(
+        state.race_id, r.runner_id, r.time_s, r.distance_m, r.score, [dict(f) for f in r.flags]
+    )
+
+
+def _review_finish(state: RaceState, cmd: ReviewFinish) -> RaceFinishApproved | RaceFinishRejected:
+    if state.status != RaceStatus.FINISHED:
+        raise Conflict("finishes are reviewed once the results are out", code="bad_race_state")
+    reason = cmd.reason.strip()[:500]
+    if not reason:
+        raise InvalidCommand("a moderator decision needs a reason")
+    if cmd.runner_id in state.disqualified:
+        raise Conflict("that runner is disqualified", code="already_disqualified")
+    result = state.finished.get(cmd.runner_id)
+    if result is None or not result.reviewable:
+        raise Conflict("that runner has no finish in review", code="not_in_review")
+    approve = cmd.decision == FinishDecision.APPROVE
+    status = "verified" if approve else "rejected"
+    if result.status == status:
+        raise Conflict(f"the finish is already {status}", code=f"already_{status}")
+    after = replace(
+        state, finished={**state.finished, cmd.runner_id: replace(result, status=status)}
+    )
+    kind = RaceFinishApproved if approve else RaceFinishRejected
+    return kind(state.race_id, cmd.runner_id, cmd.by, reason, results(after))
 
 
 def _status_at(state: RaceState, t: float) -> RaceStatus:
@@ -540,9 +638,22 @@ def evolve(state: RaceState, evt: RaceEvent) -> RaceState:
             return after
         case RunnerFinished():
             result = Result(
-                evt.runner_id, evt.time_s, evt.distance_m, evt.status, evt.score, tuple(evt.codes)
+                evt.runner_id,
+                evt.time_s,
+                evt.distance_m,
+                evt.status,
+                evt.score,
+                tuple(evt.codes),
+                tuple(evt.flags),
+                reviewable=evt.status == "review",
             )
             return replace(state, finished={**state.finished, evt.runner_id: result})
+        case RaceFinishApproved() | RaceFinishRejected():
+            status = "verified" if isinstance(evt, RaceFinishApproved) else "rejected"
+            finished = dict(state.finished)
+            if evt.runner_id in finished:
+                finished[evt.runner_id] = replace(finished[evt.runner_id], status=status)
+            return replace(state, finished=finished, results=tuple(evt.results))
         case FixesStored():
             return replace(state, chunks={**state.chunks, evt.runner_id: evt.last_seq})
         case FixesBatchStored():

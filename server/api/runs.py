@@ -13,8 +13,9 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from sqlalchemy import insert, select
 
+from game import races
 from game import runs as run_decider
-from game.errors import DomainError
+from game.errors import DomainError, InvalidCommand
 from game.pace import Activity
 from game.privacy import Zone, mask_track, may_see_shared_track
 from game.replay import find_replay, fingerprint
@@ -36,6 +37,7 @@ from server.shred import encrypt_for
 from server.store.db import writer
 from server.store.event_store import ConcurrencyError, NewEvent
 from server.store.progress import RUNS
+from server.store.race_projection import race_of_run
 from server.store.read_models import RunTrackRow
 from server.tracks import decode_track, encode_track
 
@@ -131,6 +133,9 @@ class QueueItem(BaseModel):
     ended_at: datetime
     appealed: bool
     codes: list[str]
+    activity: str = Field(description="`race` for a race finish in review")
+    race_id: str | None = Field(default=None, description="the race of a race finish")
+    flags: list[FlagOut] = Field(description="the pace check's reasons, with their evidence")
 
 
 def _when(ts: float) -> datetime | None:
@@ -361,9 +366,26 @@ async def _owned_state(store: EventStoreDep, run_id: str, runner: Any) -> run_de
     return found
 
 
+async def _race_run(engine: EngineDep, run_id: str, runner: Any) -> tuple[str, Any] | None:
+    """A race finish's run (its race id and read-model row) that `runner` may see, or None."""
+    async with engine.connect() as conn:
+        found = await race_of_run(conn, run_id)
+        row = (await conn.execute(select(RUNS).where(RUNS.c.id == run_id))).first()
+    if found is None or row is None:
+        return None
+    if row.runner_id != runner.id and runner.role not in ("moderator", "admin"):
+        return None
+    return found[0], row
+
+
 @router.get("/runs/{run_id}", response_model=RunPublic)
-async def get_run(run_id: str, runner: CurrentRunner, store: EventStoreDep) -> RunPublic:
-    """One of your runs (moderators see every run)."""
+async def get_run(
+    run_id: str, runner: CurrentRunner, store: EventStoreDep, engine: EngineDep
+) -> RunPublic:
+    """One of your runs, race finishes included (moderators see every run)."""
+    race_run = await _race_run(engine, run_id, runner)
+    if race_run is not None:
+        return _row_public(race_run[1])
     return _public(await _owned_state(store, run_id, runner))
 
 
@@ -433,26 +455,28 @@ async def my_runs(
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
-    return [
-        RunPublic(
-            id=r.id,
-            runner_id=r.runner_id,
-            activity=r.activity,
-            status=r.status,
-            distance_m=r.distance_m,
-            duration_s=r.elapsed_s,
-            moving_s=r.moving_s,
-            credited_distance_m=r.credited_distance_m,
-            started_at=_when(r.started_at),
-            ended_at=_when(r.ended_at),
-            score=r.score,
-            flags=[FlagOut(**f) for f in r.flags],
-            best_efforts_s=r.best_efforts_s,
-            fix_count=r.fix_count,
-            appealed=r.appealed,
-        )
-        for r in rows
-    ]
+    return [_row_public(r) for r in rows]
+
+
+def _row_public(r: Any) -> RunPublic:
+    """A run from its read-model row."""
+    return RunPublic(
+        id=r.id,
+        runner_id=r.runner_id,
+        activity=r.activity,
+        status=r.status,
+        distance_m=r.distance_m,
+        duration_s=r.elapsed_s,
+        moving_s=r.moving_s,
+        credited_distance_m=r.credited_distance_m,
+        started_at=_when(r.started_at),
+        ended_at=_when(r.ended_at),
+        score=r.score,
+        flags=[FlagOut(**f) for f in r.flags],
+        best_efforts_s=r.best_efforts_s,
+        fix_count=r.fix_count,
+        appealed=r.appealed,
+    )
 
 
 @router.post("/runs/{run_id}/review", response_model=RunPublic)
@@ -464,7 +488,16 @@ async def review_run(
     engine: EngineDep,
     projections: ProjectionsDep,
 ) -> RunPublic:
-    """Moderators: approve, reject or crop a run, with a reason. Every board follows."""
+    """Moderators: approve, reject or crop a run, with a reason. Every board follows.
+
+    A race finish in review (`activity: race`) is approved or rejected whole (no crop): the
+    decision lands on the race, whose results follow."""
+    race_run = await _race_run(engine, run_id, moderator)
+    if race_run is not None:
+        race_id = race_run[0]
+        return await _review_race_finish(
+            run_id, race_id, body, moderator, store, engine, projections
+        )
     await _owned_state(store, run_id, moderator)
     track = None
     if body.decision == run_decider.Decision.CROP:
@@ -483,6 +516,36 @@ async def review_run(
     )
     await projections.run_once()
     return _public(outcome.state)
+
+
+_FINISH_DECISIONS = {
+    run_decider.Decision.APPROVE: races.FinishDecision.APPROVE,
+    run_decider.Decision.REJECT: races.FinishDecision.REJECT,
+}
+
+
+async def _review_race_finish(
+    run_id: str,
+    race_id: str,
+    body: ReviewIn,
+    moderator: Any,
+    store: EventStoreDep,
+    engine: EngineDep,
+    projections: ProjectionsDep,
+) -> RunPublic:
+    decision = _FINISH_DECISIONS.get(body.decision)
+    if decision is None:
+        raise InvalidCommand("a race finish is approved or rejected whole: it cannot be cropped")
+    async with engine.connect() as conn:
+        runner_id = (
+            await conn.execute(select(RUNS.c.runner_id).where(RUNS.c.id == run_id))
+        ).scalar_one()
+    command = races.ReviewFinish(moderator.id, runner_id, decision, body.reason)
+    await execute(store, f"race-{race_id}", races, command, meta={"actor": moderator.id})
+    await projections.run_once()
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(RUNS).where(RUNS.c.id == run_id))).one()
+    return _row_public(row)
 
 
 @router.post("/runs/{run_id}/appeal", response_model=RunPublic)
@@ -517,7 +580,8 @@ async def review_queue(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> list[QueueItem]:
-    """Moderators: runs waiting for review, most suspicious first."""
+    """Moderators: runs waiting for review, most suspicious first: uploads, appeals and race
+    finishes the pace check doubted (`activity: race`, with `race_id`), each with its flags."""
     stmt = (
         select(RUNS)
         .where(RUNS.c.status == "review")
@@ -527,6 +591,7 @@ async def review_queue(
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
+        races_of = {r.id: await race_of_run(conn, r.id) for r in rows if r.activity == "race"}
     return [
         QueueItem(
             id=r.id,
@@ -537,6 +602,9 @@ async def review_queue(
             ended_at=datetime.fromtimestamp(r.ended_at, UTC),
             appealed=r.appealed,
             codes=[f["code"] for f in r.flags],
+            activity=r.activity,
+            race_id=(races_of.get(r.id) or (None, None))[0],
+            flags=[FlagOut(**f) for f in r.flags],
         )
         for r in rows
     ]

@@ -1,7 +1,9 @@
 """Race read models: the races table, and verified race finishes credited as runs.
 
 A mixin of the core projection: a verified finish becomes a credited `race` run, so challenges,
-weekly boards, XP and rewards count race kilometres exactly like uploaded runs.
+weekly boards, XP and rewards count race kilometres exactly like uploaded runs. A finish the pace
+check sent to review becomes a `race` run in review (the moderators' queue, with its flags) that
+a moderator's approval credits and a rejection or disqualification withdraws.
 """
 
 from __future__ import annotations
@@ -22,6 +24,22 @@ _RACE_RUN_NS = uuid.UUID("0b7f3c52-1d4e-4f5a-8c6b-93a1e2d4f607")
 def race_run_id(race_id: str, runner_id: str) -> str:
     """The id of the credited run a race finish becomes."""
     return str(uuid.uuid5(_RACE_RUN_NS, f"{race_id}:{runner_id}"))
+
+
+async def race_of_run(conn: AsyncConnection, run_id: str) -> tuple[str, str] | None:
+    """(race id, runner id) when `run_id` is the run a race finish became, else None."""
+    stmt = select(RUNS.c.runner_id, RUNS.c.started_at).where(
+        RUNS.c.id == run_id, RUNS.c.activity == "race"
+    )
+    row = (await conn.execute(stmt)).first()
+    if row is None:
+        return None
+    # a race run starts at its race's gun: few races share one, and the id settles it
+    same_gun = select(RACES.c.id).where(RACES.c.start_at == row.started_at)
+    for race_id in (await conn.execute(same_gun)).scalars():
+        if race_run_id(race_id, row.runner_id) == run_id:
+            return race_id, row.runner_id
+    return None
 
 
 def _without(results: list[dict[str, Any]], runner_id: str) -> list[dict[str, Any]]:
@@ -129,8 +147,14 @@ class RaceHandlers:
             reranked = _without(race.results, d["runner_id"])
             await self._race_update(conn, d["race_id"], results=reranked)
         run_id = race_run_id(d["race_id"], d["runner_id"])
+        await self._withdraw_race_run(conn, run_id, d["runner_id"], pos)
+
+    async def _withdraw_race_run(
+        self, conn: AsyncConnection, run_id: str, runner_id: str, pos: int
+    ) -> None:
+        """A race run no longer counts (and leaves the review queue)."""
         row = (await conn.execute(select(RUNS).where(RUNS.c.id == run_id))).first()
-        if row is None or row.status != "verified":
+        if row is None or row.status == "rejected":
             return
         await conn.execute(
             update(RUNS)
@@ -142,4 +166,64 @@ class RaceHandlers:
                 credited_ended_at=None,
             )
         )
-        await self._credit_changed(conn, d["runner_id"], {row.credited_ended_at}, pos)
+        if row.status == "verified":
+            await self._credit_changed(conn, runner_id, {row.credited_ended_at}, pos)
+
+    async def _on_RaceFinishSentToReview(
+        self, conn: AsyncConnection, d: dict[str, Any], pos: int
+    ) -> None:
+        """A doubted finish waits in the moderators' queue as a `race` run in review."""
+        race = (await conn.execute(select(RACES).where(RACES.c.id == d["race_id"]))).first()
+        if race is None or race.start_at is None:
+            return
+        await conn.execute(
+            insert(RUNS).values(
+                id=race_run_id(d["race_id"], d["runner_id"]),
+                runner_id=d["runner_id"],
+                activity="race",
+                status="review",
+                started_at=race.start_at,
+                ended_at=race.start_at + d["time_s"],
+                distance_m=d["distance_m"],
+                elapsed_s=d["time_s"],
+                moving_s=d["time_s"],
+                credited_distance_m=0.0,
+                credited_elapsed_s=0.0,
+                credited_ended_at=None,
+                best_efforts_s={},
+                score=d["score"],
+                flags=d["flags"],
+                clean=False,
+                fix_count=0,
+                appealed=False,
+                recorded_position=pos,
+            )
+        )
+
+    async def _on_RaceFinishApproved(
+        self, conn: AsyncConnection, d: dict[str, Any], pos: int
+    ) -> None:
+        """A moderator credits the finish: it counts like a verified one."""
+        await self._race_update(conn, d["race_id"], results=d["results"])
+        run_id = race_run_id(d["race_id"], d["runner_id"])
+        row = (await conn.execute(select(RUNS).where(RUNS.c.id == run_id))).first()
+        if row is None:
+            return
+        await conn.execute(
+            update(RUNS)
+            .where(RUNS.c.id == run_id)
+            .values(
+                status="verified",
+                credited_distance_m=row.distance_m,
+                credited_elapsed_s=row.elapsed_s,
+                credited_ended_at=row.ended_at,
+            )
+        )
+        await self._credit_changed(conn, d["runner_id"], {row.ended_at}, pos)
+
+    async def _on_RaceFinishRejected(
+        self, conn: AsyncConnection, d: dict[str, Any], pos: int
+    ) -> None:
+        await self._race_update(conn, d["race_id"], results=d["results"])
+        run_id = race_run_id(d["race_id"], d["runner_id"])
+        await self._withdraw_race_run(conn, run_id, d["runner_id"], pos)

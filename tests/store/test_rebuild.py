@@ -12,6 +12,7 @@ the snapshots must be identical.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -155,7 +156,8 @@ async def random_step(w: World) -> None:
 
 
 async def race(w: World) -> None:
-    """A 1 km race on day 4: finishes (one by car), a close, then a disqualification."""
+    """A 1 km race on day 4: finishes (one by car, one in review), a close, the review finish
+    approved, then a disqualification."""
     stream = "race-r1"
     scheduled = T0 + timedelta(days=4)
     cmd = races.ScheduleRace("r1", "Thursday reverse", 1000.0, scheduled, 10, "mod")
@@ -175,8 +177,15 @@ async def race(w: World) -> None:
         finish = races.Finish(runner_id, time_s, 1000.0, verdict)
         assert await w.do(stream, races, finish, gun + timedelta(seconds=time_s))
         await w.maybe_project()
+    track = generate(Profile.HONEST_RECREATIONAL, 5, gun.timestamp(), 1000.0)  # own seed
+    time_s = float(track.t[-1] - track.t[0])
+    verdict = check_track(track, policy, now=float(track.t[-1]) + 5)
+    doubted = races.Finish("dee", time_s, 1000.0, dataclasses.replace(verdict, status="review"))
+    assert await w.do(stream, races, doubted, gun + timedelta(seconds=time_s))
     assert await w.do(stream, races, races.Close("mod"), gun + timedelta(hours=1))
     await w.maybe_project()
+    review = races.ReviewFinish("mod", "dee", races.FinishDecision.APPROVE, "video checked")
+    assert await w.do(stream, races, review, gun + timedelta(hours=1, minutes=30))
     dq = races.Disqualify("mod", "ann", "ran forward on the back straight")
     assert await w.do(stream, races, dq, gun + timedelta(hours=2))
 
@@ -351,6 +360,7 @@ async def test_a_post_results_disqualification_withdraws_the_credited_race_run(
     by_runner = {r.runner_id: r for r in row}
     assert by_runner["ann"].status == "rejected" and by_runner["ann"].credited_distance_m == 0
     assert by_runner["bob"].status == "verified" and "cy" not in by_runner
+    assert by_runner["dee"].status == "verified" and by_runner["dee"].credited_distance_m == 1000
     assert progress.value == 0.0 and progress.runs == 0
     xp = {e.runner_id: e.score for e in await boards.top("xp:all")}
     assert xp["ann"] == 0 and xp["bob"] > 0

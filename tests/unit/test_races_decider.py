@@ -230,7 +230,8 @@ def test_a_finish_is_recorded_once_and_only_while_the_race_runs() -> None:
     done = finish("ann", 301.23456)
     [e] = races.decide(state, done, at(310))
     codes = [f.code for f in done.verdict.flags]
-    assert e == RunnerFinished("race1", "ann", 301.235, 800.0, "verified", 0, codes)
+    flags = [f.to_dict() for f in done.verdict.flags]
+    assert e == RunnerFinished("race1", "ann", 301.235, 800.0, "verified", 0, codes, flags)
     state = races.evolve(state, e)
     assert races.decide(state, finish("ann", 299.0), at(311)) == []  # a resent fix
     paused = step(state, races.Pause("org"), at(320))
@@ -309,7 +310,8 @@ def test_results_rank_verified_and_review_finishers_by_time_then_dnf_and_dq() ->
     state = step(state, finish("mid", 350.0, "review"), at(350))
     state = step(state, finish("fast", 300.0), at(300))
     state = step(state, Disqualify("org", "dq", "cut the course"), at(100))
-    [closed] = races.decide(state, Close("org"), at(900))
+    closed, *reviews = races.decide(state, Close("org"), at(900))
+    assert [(type(e).__name__, e.runner_id) for e in reviews] == [("RaceFinishSentToReview", "mid")]
     assert isinstance(closed, RaceFinished) and closed.at == at(900).timestamp()
     assert [(r["place"], r["runner_id"], r["status"]) for r in closed.results] == [
         (1, "fast", "finished"),
