@@ -1,7 +1,7 @@
 // Offline shell: the app's static files come from the cache when the network is gone.
 // API calls are never cached (and never intercepted): the run buffer in IndexedDB covers them.
 
-const VERSION = "retrorun-shell-v2";
+const VERSION = "retrorun-shell-v3";
 const SHELL = [
   "/",
   "/index.html",
@@ -17,6 +17,9 @@ const SHELL = [
   "/js/upload.js",
   "/js/ui.js",
   "/js/room.js",
+  "/js/trackplot.js",
+  "/js/alerts.js",
+  "/js/racecontrol.js",
   "/js/screens/auth.js",
   "/js/screens/home.js",
   "/js/screens/record.js",
@@ -26,6 +29,8 @@ const SHELL = [
   "/js/screens/moderation.js",
   "/js/screens/race.js",
   "/js/screens/drill.js",
+  "/js/screens/clubs.js",
+  "/js/screens/spotters.js",
 ];
 
 self.addEventListener("install", (event) => {

@@ -57,9 +57,14 @@ class Pairing(BaseModel):
     accepted_at: datetime | None
 
 
+class NamedPairing(Pairing):
+    runner_handle: str | None
+    spotter_handle: str | None
+
+
 class Pairings(BaseModel):
-    spotters: list[Pairing] = Field(description="your spotters (you are the runner)")
-    spotting: list[Pairing] = Field(description="runners you spot, or who invited you")
+    spotters: list[NamedPairing] = Field(description="your spotters (you are the runner)")
+    spotting: list[NamedPairing] = Field(description="runners you spot, or who invited you")
 
 
 class LinkIn(BaseModel):
@@ -193,7 +198,20 @@ async def list_pairings(runner: CurrentRunner, engine: EngineDep) -> Pairings:
         theirs = (
             await conn.execute(select(PAIRINGS).where(PAIRINGS.c.spotter_id == runner.id))
         ).all()
-    return Pairings(spotters=[_pairing(r) for r in mine], spotting=[_pairing(r) for r in theirs])
+        # Both sides of a pairing know each other: name them, so a client need not show ids.
+        ids = {r.spotter_id for r in mine} | {r.runner_id for r in theirs} | {runner.id}
+        stmt = select(RUNNERS.c.id, RUNNERS.c.handle).where(RUNNERS.c.id.in_(ids))
+        handles = {rid: handle for rid, handle in (await conn.execute(stmt)).all()}
+
+    def named(row: object) -> NamedPairing:
+        p = _pairing(row)
+        return NamedPairing(
+            **p.model_dump(),
+            runner_handle=handles.get(p.runner_id),
+            spotter_handle=handles.get(p.spotter_id),
+        )
+
+    return Pairings(spotters=[named(r) for r in mine], spotting=[named(r) for r in theirs])
 
 
 @router.delete("/pairings/{other_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -105,6 +105,37 @@ export const api = {
   registerRace: (id) => request("POST", `/races/${encodeURIComponent(id)}/register`),
   drill: (id) => request("GET", `/drills/${encodeURIComponent(id)}`),
   queue: () => request("GET", "/moderation/queue"),
-  review: (id, decision, reason) =>
-    request("POST", `/runs/${encodeURIComponent(id)}/review`, { json: { decision, reason } }),
+  review: (id, decision, reason, crop) =>
+    request("POST", `/runs/${encodeURIComponent(id)}/review`, { json: { decision, reason, ...crop } }),
+  track: (id) => request("GET", `/runs/${encodeURIComponent(id)}/track`),
+  createRace: (body) => request("POST", "/races", { json: body }),
+  // clubs
+  myClubs: () => request("GET", "/clubs/mine"),
+  createClub: (name) => request("POST", "/clubs", { json: { name } }),
+  joinClub: (code) => request("POST", "/clubs/join", { json: { code } }),
+  club: (id) => request("GET", `/clubs/${encodeURIComponent(id)}`),
+  clubInvite: (id, handle) =>
+    request("POST", `/clubs/${encodeURIComponent(id)}/invites`, { json: { handle } }),
+  clubAccept: (id) => request("POST", `/clubs/${encodeURIComponent(id)}/invites/accept`),
+  clubLeave: (id) => request("POST", `/clubs/${encodeURIComponent(id)}/leave`),
+  clubRemove: (id, runnerId) =>
+    request("DELETE", `/clubs/${encodeURIComponent(id)}/members/${encodeURIComponent(runnerId)}`),
+  clubRole: (id, runnerId, role) => request("PUT",
+    `/clubs/${encodeURIComponent(id)}/members/${encodeURIComponent(runnerId)}/role`, { json: { role } }),
+  clubTransfer: (id, runnerId) =>
+    request("POST", `/clubs/${encodeURIComponent(id)}/transfer`, { json: { runner_id: runnerId } }),
+  clubRotateCode: (id) => request("POST", `/clubs/${encodeURIComponent(id)}/join-code`),
+  clubCalendar: (id) => request("GET", `/clubs/${encodeURIComponent(id)}/calendar`),
+  // spotters
+  pairings: () => request("GET", "/spotters"),
+  inviteSpotter: (handle) => request("POST", "/spotters/invites", { json: { handle } }),
+  acceptSpotting: (runnerId) =>
+    request("POST", `/spotters/invites/${encodeURIComponent(runnerId)}/accept`),
+  unpair: (otherId) => request("DELETE", `/spotters/pairings/${encodeURIComponent(otherId)}`),
+  shareLinks: () => request("GET", "/spotters/links"),
+  createShareLink: (label, expiresInS) =>
+    request("POST", "/spotters/links", { json: { label, expires_in_s: expiresInS } }),
+  revokeShareLink: (id) => request("DELETE", `/spotters/links/${encodeURIComponent(id)}`),
+  watch: (shareToken) =>
+    request("GET", `/spotters/watch/${encodeURIComponent(shareToken)}`, { auth: false }),
 };

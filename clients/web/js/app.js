@@ -13,6 +13,8 @@ import { moreScreen } from "./screens/more.js";
 import { racesScreen, raceRoomScreen } from "./screens/race.js";
 import { drillsScreen, drillRoomScreen } from "./screens/drill.js";
 import { queueScreen, reviewScreen } from "./screens/moderation.js";
+import { clubsScreen, clubScreen } from "./screens/clubs.js";
+import { spottersScreen, watchScreen, watchRoomScreen } from "./screens/spotters.js";
 
 export const session = {
   me: JSON.parse(localStorage.getItem(ME_KEY) || "null"),
@@ -34,6 +36,11 @@ export const session = {
 };
 
 const PUBLIC = { signin: signInScreen, signup: signUpScreen };
+// Pages for someone without an account: a spotter's share link.
+const PUBLIC_ROUTES = [
+  [/^watch\/([\w-]+)$/, watchScreen],
+  [/^watch\/([\w-]+)\/([\w-]+)$/, watchRoomScreen],
+];
 const ROUTES = [
   [/^home$/, homeScreen, "home"],
   [/^record$/, recordScreen, "record"],
@@ -47,6 +54,9 @@ const ROUTES = [
   [/^drill\/([\w-]+)$/, drillRoomScreen, "more"],
   [/^mod$/, queueScreen, "more"],
   [/^mod\/([\w-]+)$/, reviewScreen, "more"],
+  [/^clubs$/, clubsScreen, "more"],
+  [/^clubs\/([\w-]+)$/, clubScreen, "more"],
+  [/^spotters$/, spottersScreen, "more"],
 ];
 
 export function go(path) {
@@ -62,6 +72,17 @@ async function route() {
   if (PUBLIC[path]) {
     tabs.hidden = true;
     return PUBLIC[path]({ go, session });
+  }
+  const open = PUBLIC_ROUTES.map(([re, screen]) => [re.exec(path), screen]).find(([m]) => m);
+  if (open) {
+    tabs.hidden = !token.get();
+    const [m, screen] = open;
+    try {
+      await screen({ go, session, params: m.slice(1), isCurrent: () => ticket === routing });
+    } catch (err) {
+      if (ticket === routing) render(errorBox(err), h("button", { onclick: route }, "Try again"));
+    }
+    return undefined;
   }
   if (!token.get()) return go("signin");
   if (!session.me) {

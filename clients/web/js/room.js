@@ -32,10 +32,12 @@ export class ClockSync {
 export class Room {
   /**
    * @param {string} roomId race id or drill id
-   * @param {{onFrame: Function, onState?: Function, onPong?: Function}} handlers
+   * @param {{onFrame: Function, onState?: Function, onPong?: Function, auth?: Function}} handlers
    */
-  constructor(roomId, { onFrame, onState = () => {}, onPong = () => {} }) {
+  constructor(roomId, { onFrame, onState = () => {}, onPong = () => {}, auth = null }) {
     this.roomId = roomId;
+    // The `auth` frame's credential: the account's bearer token, or a spotter's share link.
+    this.auth = auth || (() => ({ token: token.get() || "" }));
     this.onFrame = onFrame;
     this.onState = onState;
     this.onPong = onPong;
@@ -78,7 +80,7 @@ export class Room {
       return;
     }
     this.ws = ws;
-    ws.onopen = () => ws.send(JSON.stringify({ type: "auth", token: token.get() || "" }));
+    ws.onopen = () => ws.send(JSON.stringify({ type: "auth", ...this.auth() }));
     ws.onmessage = (msg) => {
       let frame;
       try { frame = JSON.parse(msg.data); } catch { return; }

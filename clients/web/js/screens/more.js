@@ -1,4 +1,4 @@
-// More: account, moderator console, and the race and drill rooms.
+// More: account, moderator console, clubs, spotters, and the race and drill rooms.
 
 import { api } from "../api.js";
 import { h, render } from "../ui.js";
@@ -14,6 +14,8 @@ export function moreScreen({ session, go }) {
         go("signin");
       } }, "Sign out")),
     session.isModerator ? h("a.button#to-mod", { href: "#/mod" }, "Moderator console") : null,
+    h("a.button.secondary#to-clubs", { href: "#/clubs" }, "Clubs"),
+    h("a.button.secondary#to-spotters", { href: "#/spotters" }, "Spotters"),
     h("a.button.secondary", { href: "#/race" }, "Race room"),
     h("a.button.secondary", { href: "#/drill" }, "Drill room"),
     h("p.muted.small", "RetroRun checks every run's pace against backward-running records, "

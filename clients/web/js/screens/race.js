@@ -1,9 +1,15 @@
 // Race room: the list of races, registration, and the live room (lobby -> countdown -> live
 // standings -> results). Registered runners stream their GPS; everyone else watches.
+// Controllers (moderators, admins, the organiser) get race control; spotters (paired accounts
+// or a share link) follow their runners' positions; safety alerts reach the runner, spotters
+// and controllers, who acknowledge them (the runner may cancel a false alarm).
 
 import { api } from "../api.js";
 import { h, render, errorBox, km, clock, when } from "../ui.js";
 import { Room, GpsOutbox } from "../room.js";
+import { AlertPanel } from "../alerts.js";
+import { RaceControl } from "../racecontrol.js";
+import { drawTrack } from "../trackplot.js";
 
 let current = null; // {room, gps, ticker} of the room on screen
 
@@ -11,6 +17,7 @@ function leave() {
   if (!current) return;
   current.room.close();
   current.gps?.stop();
+  current.alerts?.stop();
   clearInterval(current.ticker);
   window.removeEventListener("hashchange", current.onLeave);
   current = null;
@@ -56,10 +63,12 @@ export async function racesScreen({ session, isCurrent }) {
 
 const shortId = (id) => (id.length > 10 ? `${id.slice(0, 8)}…` : id);
 
-export async function raceRoomScreen({ session, params }) {
+export async function raceRoomScreen({ session, params, shareToken = null, names = new Map(),
+  back = "#/race" }) {
   leave();
   const raceId = params[0];
-  const me = session.me.id;
+  let me = session?.me?.id || null;
+  const nameOf = (id) => names.get(id) || shortId(id || "");
   const view = {
     title: h("h1#race-title", "Race"),
     conn: h("p.small#race-conn", { role: "status" }, "Connecting…"),
@@ -71,6 +80,7 @@ export async function raceRoomScreen({ session, params }) {
     news: h("ul.flags#race-news", { "aria-live": "polite" }),
     errors: h("div#race-errors"),
     gps: h("p.muted.small#race-gps"),
+    extra: h("div#race-extra"),
   };
   const standings = h("section.card#standings-card",
     h("h2", "Standings"),
@@ -78,17 +88,23 @@ export async function raceRoomScreen({ session, params }) {
       h("thead", h("tr", h("th", "#"), h("th", "Runner"), h("th.num", "Dist."),
         h("th.num", "Time"))),
       view.table));
-  render(view.title, view.conn, view.phase, view.big, view.info, view.you, standings, view.gps,
-    view.news, view.errors,
-    h("a.button.secondary", { href: "#/race" }, "All races"));
+  render(view.title, view.conn, view.phase, view.big, view.info, view.extra, view.you, standings,
+    view.gps, view.news, view.errors,
+    h("a.button.secondary", { href: back }, shareToken ? "Back" : "All races"));
 
   const state = { race: null, role: null, gun: null, results: null, distance: null, finished: false };
+  let alerts = null; // AlertPanel once the welcome says we get alerts
+  let control = null; // RaceControl for controllers
+  let spotting = null; // {ids, rows, trails} for spotters
+  let panelsKey = null;
   const room = new Room(raceId, {
+    auth: shareToken ? () => ({ share_token: shareToken }) : null,
     onState: (s, detail) => {
       if (s === "reconnecting" && detail !== undefined) view.conn.dataset.reconnects = String(Number(view.conn.dataset.reconnects || 0) + 1);
       view.conn.textContent = {
         connecting: "Connecting…", open: "Live", reconnecting: "Reconnecting…",
-        closed: detail === 4504 ? "The race is over" : `Closed (${detail})`,
+        closed: detail === 4504 ? "The race is over"
+          : detail === 4511 ? "This share link was revoked" : `Closed (${detail})`,
       }[s] || s;
       view.conn.className = `small ${s === "open" ? "ok" : "warn"}`;
     },
@@ -99,8 +115,9 @@ export async function raceRoomScreen({ session, params }) {
     view.gps.textContent = gps.error ? `GPS: ${gps.error}`
       : `GPS fixes sent ${gps.next - 1} · stored ${gps.acked} · waiting ${gps.pending.size}`;
   };
+  const here = location.hash;
   current = { room, gps, ticker: setInterval(tick, 100), onLeave: () => {
-    if (!location.hash.startsWith(`#/race/${raceId}`)) leave();
+    if (location.hash !== here) leave();
   } };
   window.addEventListener("hashchange", current.onLeave);
 
@@ -115,6 +132,7 @@ export async function raceRoomScreen({ session, params }) {
     view.phase.textContent = label;
     view.phase.dataset.status = status;
     if (state.race) state.race.status = status;
+    control?.setStatus(status);
     const live = ["countdown", "running", "paused"].includes(status);
     if (state.role === "runner" && live && !state.finished) gps.start();
     else gps.stop();
@@ -139,6 +157,8 @@ export async function raceRoomScreen({ session, params }) {
   }
 
   function renderStandings(leaders, you, count) {
+    control?.setRunners([...(Array.isArray(state.race?.registered) ? state.race.registered : []),
+      ...leaders.map((r) => r.runner_id)]);
     view.table.replaceChildren(...leaders.map((r) => row(r, r.runner_id === me)));
     if (you && !leaders.some((r) => r.runner_id === me)) view.table.append(row(you, true));
     const n = Math.max(count ?? leaders.length, state.registered || 0);
@@ -162,7 +182,7 @@ export async function raceRoomScreen({ session, params }) {
   function row(r, mine) {
     return h(`tr${mine ? ".me" : ""}`, { dataset: { runner: r.runner_id } },
       h("td", String(r.rank ?? r.place ?? "–")),
-      h("td", mine ? "You" : shortId(r.runner_id)),
+      h("td", mine ? "You" : nameOf(r.runner_id)),
       h("td.num", km(r.distance_m)),
       h("td.num", r.status === "running" ? "running" : r.time_s !== null && r.time_s !== undefined
         ? clock(r.time_s) : r.status));
@@ -176,16 +196,90 @@ export async function raceRoomScreen({ session, params }) {
     const table = h("table.board.compact#race-results", { "aria-label": "Results" },
       h("thead", h("tr", h("th", "Place"), h("th", "Runner"), h("th.num", "Time"), h("th.num", "Status"))),
       h("tbody", results.map((r) => h(`tr${r.runner_id === me ? ".me" : ""}`,
-        h("td", r.place ?? "–"), h("td", r.runner_id === me ? "You" : shortId(r.runner_id)),
+        h("td", r.place ?? "–"), h("td", r.runner_id === me ? "You" : nameOf(r.runner_id)),
         h("td.num", r.time_s !== null ? clock(r.time_s) : km(r.distance_m)), h("td.num", r.status)))));
     view.you.replaceChildren(h("section.card#race-final", h("h2", "Results"), table));
     standings.hidden = true;
   }
 
+  function setupPanels(f) {
+    const s = f.snapshot;
+    me = f.you || me;
+    const key = `${f.role}|${f.control}|${(f.spotting || []).join()}`;
+    if (key === panelsKey) { // a reconnect: keep the panels and what they show
+      alerts?.load(s.alerts);
+      updateSpotted(s.spotted || []);
+      return;
+    }
+    panelsKey = key;
+    view.extra.replaceChildren();
+    alerts?.stop();
+    alerts = null;
+    control = null;
+    spotting = null;
+    if (f.control) {
+      control = new RaceControl({ send: (frame) => room.send(frame) });
+      view.extra.append(control.el);
+      for (const flag of s.flags || []) control.frame({ type: "event", event: "flag", ...flag });
+    }
+    if (f.role === "spotter" && (f.spotting || []).length) {
+      spotting = { ids: f.spotting, trails: new Map(), rows: h("div#spotted") };
+      view.extra.append(h("section.card#spotting-card", { "aria-labelledby": "spot-h" },
+        h("h2#spot-h", "You are spotting"), spotting.rows));
+      updateSpotted(s.spotted || []);
+      if (!shareToken) {
+        api.pairings().then((p) => {
+          for (const x of p.spotting) if (x.runner_handle) names.set(x.runner_id, x.runner_handle);
+          updateSpotted(spotting?.last || []);
+        }).catch(() => {});
+      }
+    }
+    if (f.control || f.role === "spotter" || f.role === "runner" || s.alerts) {
+      const spotted = new Set(f.spotting || []);
+      alerts = new AlertPanel({
+        me, nameOf, serverNow: () => room.serverNow(),
+        send: (frame) => room.send(frame),
+        canAck: (runnerId) => !!f.control || spotted.has(runnerId),
+      });
+      view.extra.prepend(alerts.el);
+      alerts.load(s.alerts);
+      if (current?.room === room) current.alerts = alerts;
+    }
+  }
+
+  function updateSpotted(rows) {
+    if (!spotting) return;
+    spotting.last = rows;
+    const byId = new Map(rows.map((r) => [r.runner_id, r]));
+    spotting.rows.replaceChildren(...spotting.ids.map((id) => {
+      const r = byId.get(id) || {};
+      const trail = spotting.trails.get(id) || [];
+      const p = r.position;
+      if (p && (!trail.length || trail[trail.length - 1].t !== p.t)) {
+        trail.push({ lat: p.lat, lon: p.lon, t: p.t });
+        if (trail.length > 600) trail.shift();
+      }
+      spotting.trails.set(id, trail);
+      const age = p ? Math.max(0, Math.round(room.serverNow() - p.t)) : null;
+      const canvas = h("canvas.track.small-track", { role: "img",
+        "aria-label": `Trail of ${nameOf(id)}: ${trail.length} positions` });
+      const block = h("div.spotted", { dataset: { runner: id } },
+        h("p", h("b", nameOf(id)), " ", r.status ? h("span.status.pending", r.status) : null),
+        h("p.small", r.rank ? `#${r.rank} · ${km(r.distance_m)}` : "Not started yet",
+          age !== null ? ` · last fix ${age} s ago` : " · no position yet"),
+        trail.length ? canvas : null);
+      if (trail.length) requestAnimationFrame(() => drawTrack(canvas, trail, { trail: true }));
+      return block;
+    }));
+  }
+
   function onFrame(f) {
+    if (alerts?.frame(f)) return;
+    if (control?.frame(f)) return;
     switch (f.type) {
       case "welcome": {
         const s = f.snapshot;
+        setupPanels(f);
         state.race = { ...s.race };
         state.role = f.role;
         state.distance = s.race.distance_m;
@@ -211,6 +305,7 @@ export async function raceRoomScreen({ session, params }) {
         if (state.results) break;
         if (state.race && state.race.status === "countdown" && room.serverNow() >= state.gun) setPhase("running");
         renderStandings(f.leaders, f.you, f.count);
+        if (f.spotted) updateSpotted(f.spotted);
         break;
       case "ack":
         gps.ack(f.seq);
@@ -229,7 +324,7 @@ export async function raceRoomScreen({ session, params }) {
   }
 
   function onEvent(f) {
-    const who = f.runner_id === me ? "You" : shortId(f.runner_id || "");
+    const who = f.runner_id === me ? "You" : nameOf(f.runner_id || "");
     switch (f.event) {
       case "registered": news(`${who} registered`); break;
       case "withdrew": news(`${who} withdrew`); break;
