@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.sdk import RetroRunClient, RoomClosed, RoomConnection
+from clients.sdk import RetroRunClient, RoomClosed, RoomConnection, RoomUnavailable
 from server.config import Settings
 from tests.clients.conftest import (
     FaultProxy,
@@ -156,3 +156,29 @@ async def test_reconnecting_outlasts_a_server_outage_longer_than_16_s(tmp_path: 
         assert sorted(await _stored(settings, race_id, me, 6)) == list(range(1, 7))
     finally:
         srv.stop()
+
+
+async def test_terminal_close_codes_stop_reconnecting_at_once(live_server: LiveServer) -> None:
+    mod = await moderator(live_server.base_url, live_server.settings)
+    runner = await signed_in(live_server.base_url, "terminal")
+    race_id = await race(mod, runner)
+    url = runner.room_url(race_id)
+    fast = {"backoff_base_s": 0.01, "backoff_cap_s": 0.05, "sync_samples": 0}
+    async with mod, runner:
+        # an auth frame the server refuses (policy, 1008): retrying would repeat it
+        policy = RoomConnection(url, "", **fast)
+        with pytest.raises(RoomClosed) as refused:
+            await policy.connect(retry=True)
+        assert refused.value.code == 1008 and policy.reconnect_attempts == 1
+        # a token the server refuses (4401), with no way to get a new one
+        stale = RoomConnection(url, "not-a-token", **fast)
+        with pytest.raises(RoomClosed) as rejected:
+            await stale.connect(retry=True)
+        assert rejected.value.code == 4401 and stale.reconnect_attempts == 1
+        # no such room (4404) may exist later: that one is retried, within the limit set here
+        missing = runner.room("no-such-race", max_reconnects=3, **fast)
+        with pytest.raises(RoomUnavailable):
+            await missing.connect(retry=True)
+        assert missing.reconnect_attempts == 3 and missing.close_code == 4404
+        for conn in (policy, stale, missing):
+            await conn.close()
