@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from game import moderation
 from server.commands import execute
 from server.deps import EventStoreDep, Moderator, ProjectionsDep, WriteSessionDep
 from server.errors import ApiError
+from server.rooms.backplane.base import Outbound
+from server.rooms.protocol import error
+from server.store.drill_projection import DRILLS
+from server.store.race_projection import RACES
 from server.store.tables import Runner
 
 router = APIRouter(prefix="/moderation", tags=["moderation"])
@@ -52,6 +57,31 @@ async def _decide(
     return StandingOut(runner_id=runner_id, banned=target.banned)
 
 
+async def _close_sockets(request: Request, store: EventStoreDep, runner_id: str) -> None:
+    """A ban reaches sockets opened before it: every live room closes the runner's with 4503
+    (`error banned` first), on whichever server process holds them."""
+    rooms = getattr(request.state, "rooms", None)
+    if rooms is None:
+        return
+    async with store.engine.connect() as conn:
+        live = await conn.execute(
+            select(RACES.c.id).where(
+                RACES.c.status.in_(("scheduled", "countdown", "running", "paused"))
+            )
+        )
+        ids = list(live.scalars())
+        drills = await conn.execute(select(DRILLS.c.id).where(DRILLS.c.status != "finished"))
+        ids += list(drills.scalars())
+    text = error("banned", "this account is banned")
+    for room_id in ids:
+        await rooms.backplane.publish(
+            room_id, Outbound("direct", text, audience="runner", to=runner_id)
+        )
+        await rooms.backplane.publish(
+            room_id, Outbound("close", "", audience="runner", to=runner_id, close_code=4503)
+        )
+
+
 @router.post("/runners/{runner_id}/ban", response_model=StandingOut)
 async def ban(
     runner_id: RunnerId,
@@ -60,10 +90,14 @@ async def ban(
     session: WriteSessionDep,
     store: EventStoreDep,
     projections: ProjectionsDep,
+    request: Request,
 ) -> StandingOut:
-    """Ban a runner: they cannot sign in, join, submit or connect, and leave every board."""
+    """Ban a runner: they cannot sign in, join, submit or connect (open sockets are closed with
+    4503), and leave every board."""
     cmd = moderation.Ban(runner_id, moderator.id, body.reason)
-    return await _decide(runner_id, cmd, moderator, session, store, projections)
+    out = await _decide(runner_id, cmd, moderator, session, store, projections)
+    await _close_sockets(request, store, runner_id)
+    return out
 
 
 @router.post("/runners/{runner_id}/unban", response_model=StandingOut)

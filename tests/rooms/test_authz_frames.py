@@ -466,14 +466,7 @@ async def test_drill_acks_come_from_participants_only(
 
 # a ban while connected
 
-LIVE_BAN = pytest.mark.xfail(
-    strict=True,
-    reason="gap: a ban is checked only when a socket signs in (server/rooms/ws.py); a socket "
-    "opened before the ban keeps sending fixes that are stored and acked",
-)
 
-
-@LIVE_BAN
 async def test_a_runner_banned_while_connected_can_no_longer_send_fixes(
     live: LiveServer, actors: Actors
 ) -> None:
