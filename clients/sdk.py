@@ -1299,6 +1299,16 @@ class RoomConnection:
         ws, welcome = await self._open_retrying()
         self.reconnects += 1
         await self._after_reconnect(ws, welcome)
+        if self._reports_sync and self.sync_samples:
+            # the room lends this connection the account's last estimate; refresh it (in its
+            # own task: the exchanges' answers come through this reader)
+            self._tasks.append(
+                asyncio.create_task(self._resync(), name="room-resync"),
+            )
+
+    async def _resync(self) -> None:
+        with contextlib.suppress(RoomError, ConnectionClosed):
+            await self.sync_clock(self.sync_samples)
 
     async def _after_reconnect(self, ws: ClientConnection, welcome: Frame) -> None:
         """Resume the broadcasts, forget the fixes the server stored (`acked_seq`), resend the
