@@ -15,3 +15,11 @@ EVENTS_APPENDED = Counter("retrorun_events_appended_total", "Events appended to 
 RATE_LIMITED = Counter(
     "retrorun_rate_limited_total", "Requests refused by an abuse limit (429)", ["limit"]
 )
+WS_FRAMES_SENT = Counter(
+    "retrorun_ws_frames_sent_total",
+    "Room frames sent: written at once (`direct`) or through ASGI after waiting (`asgi`)",
+    ["path"],
+)
+#: Bound once: the room fan-out counts every frame.
+WS_FRAMES_DIRECT = WS_FRAMES_SENT.labels("direct")
+WS_FRAMES_ASGI = WS_FRAMES_SENT.labels("asgi")

@@ -1,7 +1,10 @@
 """One socket of a room: a bounded outgoing queue drained by its own sender task.
 
-The room never waits on a socket: `deliver` only queues. A newer standings frame replaces an
-unsent older one, so a slow phone gets the latest standings, not a backlog. A consumer whose
+The room never waits on a socket: `deliver` writes a frame at once when the socket's transport
+takes it (`server.rooms.direct`: no task switch, no coroutine chain, the common case), and
+otherwise queues it for the sender task, which waits for the transport to drain. A newer
+standings frame replaces an unsent older one, so a slow phone gets the latest standings, not a
+backlog. A consumer whose
 queue overflows, or whose socket has not taken a frame for `max_lag_s`, is closed with 1013
 (it may reconnect and resume); the others never notice.
 """
@@ -16,7 +19,9 @@ from collections import deque
 
 from starlette.websockets import WebSocket
 
+from server.metrics import WS_FRAMES_ASGI, WS_FRAMES_DIRECT
 from server.rooms.backplane.base import Outbound
+from server.rooms.direct import DirectWriter
 
 #: Frames (events, direct frames) a connection may have waiting before it counts as too slow.
 MAX_QUEUED = 1024
@@ -38,6 +43,7 @@ class Connection:
         max_queued: int = MAX_QUEUED,
         max_lag_s: float = MAX_LAG_S,
         follows: tuple[str, ...] = (),
+        direct: bool = True,
     ) -> None:
         self.ws = ws
         #: Runners this socket spots: their standings rows are spliced in as `"spotted"`.
@@ -58,6 +64,10 @@ class Connection:
         self.done = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
+        #: Synchronous writes while the sender task is idle (None: every frame through ASGI).
+        self._direct = DirectWriter.of(ws._send) if direct else None
+        #: The sender task holds a frame it is sending: no direct write may overtake it.
+        self._busy = False
 
     @property
     def conn_id(self) -> str:
@@ -104,7 +114,38 @@ class Connection:
                 self.close(SLOW_CONSUMER)
                 return
             q.append(out)
+        if not self._busy and self._welcomed and self._direct is not None and self._drain_direct():
+            return
         self._wake.set()
+
+    def _drain_direct(self) -> bool:
+        """Write the queued frames now, in order; False when the transport stops taking them
+        (or a replay is next): the sender task sends the rest, waiting for the transport."""
+        q, direct = self._queue, self._direct
+        assert direct is not None
+        while q:
+            out = q[0]
+            if out.kind == "replay":
+                return False
+            if not self._already_sent(out):
+                if not direct.send(self._text(out)):
+                    return False
+                WS_FRAMES_DIRECT.inc()
+            q.popleft()
+            if out is self._standings:
+                self._standings = None
+            self._mark_sent(out)
+        return True
+
+    def _already_sent(self, item: Outbound) -> bool:
+        """An event this socket has had (a replay or a welcome covered it)."""
+        return item.kind == "event" and item.seq <= self._sent_seq
+
+    def _mark_sent(self, item: Outbound) -> None:
+        if item.kind == "event":
+            self._sent_seq = max(self._sent_seq, item.seq)
+        elif item.kind == "welcome":
+            self._sent_seq = item.seq
 
     def _text(self, out: Outbound) -> str:
         if out.kind == "standings":
@@ -127,27 +168,27 @@ class Connection:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
+                self._busy = True
                 out = q.popleft()
                 self._sending_since = time.monotonic()
                 if out is self._standings:
                     self._standings = None
-                frames = out.batch if out.kind == "replay" else (out,)
-                for item in frames:
-                    if item.kind == "event":
-                        if item.seq <= self._sent_seq and out.kind != "replay":
-                            continue
-                        self._sent_seq = max(self._sent_seq, item.seq)
-                    elif item.kind == "welcome":
-                        self._sent_seq = item.seq
+                replay = out.kind == "replay"
+                for item in out.batch if replay else (out,):
+                    if not replay and self._already_sent(item):
+                        continue
+                    self._mark_sent(item)
                     self._sending_since = time.monotonic()
                     try:  # a timeout scope, not wait_for: no task per frame
                         async with asyncio.timeout(self._max_lag_s):
                             await ws.send_text(self._text(item))
+                        WS_FRAMES_ASGI.inc()
                     except TimeoutError:  # its socket has taken nothing for a while
                         self._sending_since = 0.0
                         self.close(SLOW_CONSUMER)
                         return
                 self._sending_since = 0.0
+                self._busy = False
                 if out.kind == "replay":
                     self._sent_seq = max(self._sent_seq, out.seq)
         except asyncio.CancelledError:

@@ -30,6 +30,7 @@ from server.config import Settings
 from server.rooms.backplane.base import Inbound, Outbound
 from server.rooms.backplane.memory import NoOwner
 from server.rooms.connection import Connection
+from server.rooms.direct import protocol_of
 from server.rooms.protocol import (
     MAX_FRAME_CHARS,
     AuthFrame,
@@ -112,25 +113,12 @@ def _limit_send_buffer(ws: WebSocket) -> None:
     """Keep the kernel's send buffer small, so a phone that stops reading is noticed in seconds
     (the per-connection queue and its lag check do the rest), not after megabytes. Best effort:
     only where the ASGI server exposes its transport (uvicorn does)."""
-    transport = _transport_of(ws._send)
+    proto = protocol_of(ws._send)
+    transport = getattr(proto, "transport", None)
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
-
-
-def _transport_of(send: Any, depth: int = 0) -> Any:
-    """The server's transport behind an ASGI `send` (middlewares wrap it in closures)."""
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    if transport is not None or depth > 6:
-        return transport
-    for cell in getattr(send, "__closure__", None) or ():
-        with contextlib.suppress(ValueError):
-            if callable(cell.cell_contents):
-                found = _transport_of(cell.cell_contents, depth + 1)
-                if found is not None:
-                    return found
-    return None
 
 
 async def _refuse_and_close(ws: WebSocket, code: str, message: str, close: int) -> None:

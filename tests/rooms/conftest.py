@@ -71,12 +71,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(settings: Settings, port: int | None = None) -> LiveServer:
+def start_server(settings: Settings, port: int | None = None, **options: Any) -> LiveServer:
+    """A uvicorn server in a thread; `options` go to `uvicorn.Config` (e.g. `ws="wsproto"`)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port or 0))
     config = uvicorn.Config(
-        create_app(settings), log_config=None, lifespan="on", ws_max_size=64 * 1024
+        create_app(settings), log_config=None, lifespan="on", ws_max_size=64 * 1024, **options
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
