@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 
 from server.app import create_app
-from server.config import Settings
+from server.config import Rate, Settings
 from tests.api.helpers import create_user
 from tests.conftest import IN_CI
 
@@ -121,6 +121,10 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         secret_key="browser-test-secret-key-long-enough-for-hs256-0123",
         log_json=False,
         scheduler_interval_s=3600,
+        # Every page and scripted runner of the suite signs up and in from 127.0.0.1: one
+        # client address, so the per-address buckets are sized for the suite, not for a person.
+        rate_limit_login=Rate(300, 60.0),
+        rate_limit_register=Rate(300, 60.0),
     )
     # Accounts made before the server starts: a second writer on a busy SQLite file may be
     # refused ("database is locked"); a server-side writer retries, a test should not have to.
