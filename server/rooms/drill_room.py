@@ -523,6 +523,9 @@ class DrillRoom:
             await self.out.refuse(msg.conn_id, code, message, ref)
 
         st, runner_id = self.state, msg.runner_id
+        if self.is_controller(runner_id, msg.role):
+            await refuse("forbidden", "the coach and moderators run the drill: participants ack")
+            return
         if st.status != ds.DrillStatus.RUNNING:
             await refuse("drill_not_running", "the drill is not running")
             return

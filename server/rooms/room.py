@@ -421,7 +421,8 @@ class Room:
                 command = _command(frame, msg.runner_id)
                 self._enqueue(_Job([command], msg.runner_id, msg.conn_id, frame.cid))
             case _:
-                await self._refuse(msg, "unknown_type", "not a room frame", None)
+                cid = getattr(frame, "cid", None)
+                await self._refuse(msg, "unknown_type", "not a race room frame", cid)
 
     async def _gps(self, msg: Inbound, frame: GpsFrame, now: float) -> None:
         st, runner_id = self.state, msg.runner_id

@@ -383,22 +383,8 @@ async def play(
                 await _alive(ws)
 
 
-#: Not authorisation gaps but contract gaps, in server/rooms/room.py (not edited here).
-NO_CID = pytest.mark.xfail(
-    strict=True,
-    reason="server/rooms/room.py refuses a drill frame (ack, sync) in a race room with ref = its "
-    "type instead of its cid, against docs/protocol.md (error.ref is the cid when sent)",
-)
-
-
-def _marks(room: str, kind: str, role: str) -> list[pytest.MarkDecorator]:
-    if room == "race" and kind in ("ack", "sync") and role in SIGNED_IN:
-        return [NO_CID]
-    return []
-
-
 CELLS = [
-    pytest.param(room, kind, role, marks=_marks(room, kind, role))
+    pytest.param(room, kind, role)
     for room in TABLES
     for kind in sorted(_client_frame_kinds())
     for role in ROLES
@@ -421,16 +407,8 @@ async def test_a_room_frame_is_let_in_only_where_the_table_allows(
 
 # drill acks need a running drill with a cue that fired: one drill, every role at once
 
-COACHING = pytest.mark.xfail(
-    strict=True,
-    reason="gap in server/rooms/drill_room.py (not edited: being refactored): `ack` is documented "
-    "for participants only, yet the coach's and moderators' acks are accepted and scored",
-)
 
-
-@pytest.mark.parametrize(
-    "role", [pytest.param(r, marks=COACHING) if r in STAFF else r for r in SIGNED_IN]
-)
+@pytest.mark.parametrize("role", SIGNED_IN)
 async def test_drill_acks_come_from_participants_only(
     live: LiveServer, actors: Actors, role: str
 ) -> None:
