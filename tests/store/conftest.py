@@ -8,11 +8,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlmodel import SQLModel
 
+import server.store.read_models
+import server.store.tables  # noqa: F401  (every table registered in the metadata)
 from server.store.db import create_engine
 from server.store.event_store import EventStore
 from server.store.migrate import upgrade
 from tests.conftest import in_thread
+
+#: Every table the migrations create (a new one is truncated without touching this file).
+_TABLES = sorted(SQLModel.metadata.tables)
 
 
 @pytest.fixture(scope="session")
@@ -32,14 +38,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     yield url
     engine = create_engine(url)
     async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "TRUNCATE events, idempotency_keys, projection_checkpoints, runners, "
-                "revoked_tokens, board_entries, challenges, challenge_members, "
-                "challenge_progress, runs, run_tracks, races, race_fix_chunks, clubs, "
-                "club_members, bans, runner_keys, stream_fences RESTART IDENTITY"
-            )
-        )
+        await conn.execute(text(f"TRUNCATE {', '.join(_TABLES)} RESTART IDENTITY"))
     await engine.dispose()
 
 
