@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from game.track import OPTIONAL_FIELDS, Track
+from game.track import OPTIONAL_FIELDS, Fix, Track
 
 _VERSION = 1
 _POS_SCALE = 1e7
@@ -66,3 +66,27 @@ def decode_track(blob: bytes) -> Track:
     }
     mock = np.unpackbits(take(np.uint8, (n + 7) // 8))[:n].astype(np.bool_)
     return Track.from_arrays(t, lat, lon, mock=mock, **optional)
+
+
+def as_stored(track: Track) -> Track:
+    """`track` exactly as storing and loading it gives it back. Check what you store: a verdict
+    or a finish computed over the fixes as sent could differ from a replay of the stored ones
+    (the pace check's credit rule can turn 1 cm into metres)."""
+    return decode_track(encode_track(track))
+
+
+def stored_fix(fix: Fix) -> Fix:
+    """One fix as `as_stored` would give it back (time to 1 ms, positions to 1e-7 degrees,
+    the optional fields to float32): the same arithmetic as `encode_track`/`decode_track`."""
+    optional = {
+        name: None if value is None else float(np.float32(value))
+        for name in OPTIONAL_FIELDS
+        if (value := getattr(fix, name)) is not None
+    }
+    return Fix(
+        round(fix.t * _T_SCALE) / _T_SCALE,  # half to even, as np.round
+        round(fix.lat * _POS_SCALE) / _POS_SCALE,
+        round(fix.lon * _POS_SCALE) / _POS_SCALE,
+        mock=fix.mock,
+        **optional,
+    )

@@ -39,7 +39,7 @@ from server.store.event_store import ConcurrencyError, NewEvent
 from server.store.progress import RUNS
 from server.store.race_projection import race_of_run
 from server.store.read_models import RunTrackRow
-from server.tracks import decode_track, encode_track
+from server.tracks import as_stored, decode_track, encode_track
 
 router = APIRouter(tags=["runs"])
 TRACKS = RunTrackRow.__table__  # type: ignore[attr-defined]
@@ -281,6 +281,7 @@ async def submit_run(
             return replayed
 
     now = datetime.now(UTC)
+    track = await asyncio.to_thread(as_stored, track)  # verified as stored: re-checks agree
     fp = await asyncio.to_thread(fingerprint, track)
     replay_of = await _find_replay(engine, runner.id, fp, now.timestamp())
     command = run_decider.SubmitRun(run_id, runner.id, activity, track, checklist, replay_of)

@@ -5,8 +5,8 @@ Found by the 500-runner `kill -9` test (docs/reliability.md): `server/tracks.py`
 positions rounded to 1e-7 degrees and times to 1 ms, the room runs the live check on the fixes
 as sent, and the live check's credit rule (an anchor that moves once a fix is far enough from
 it, `game/pace/live.py`) is discontinuous, so 1 cm in one fix can change a runner's credited
-distance by metres. Pure code, milliseconds; strict xfail until the room checks the same
-(rounded) fixes it stores.
+distance by metres. Fixed: the room checks each fix as it will be stored
+(`server.tracks.stored_fix`), and uploads are verified as stored (`server.tracks.as_stored`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from game import races
 from game.track import Fix, Track
-from server.tracks import decode_track, encode_track
+from server.tracks import as_stored, decode_track, encode_track, stored_fix
 from tests.reliability.harness import _crossing_track
 from tests.rooms.conftest import shifted
 
@@ -50,11 +52,38 @@ def test_storing_and_loading_a_track_rounds_each_fix_by_at_most_1_cm_and_1_ms() 
         assert abs(a.lat - b.lat) <= 0.5e-7 + 1e-12 and abs(a.lon - b.lon) <= 0.5e-7 + 1e-12
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the room checks fixes as sent but stores them rounded (docs/reliability.md)",
-)
-def test_a_finish_is_the_same_over_the_fixes_as_sent_and_as_stored() -> None:
+def test_the_fix_the_room_checks_is_the_fix_it_stores() -> None:
     fixes, gun = _race_track()
     stored = list(decode_track(encode_track(Track.from_fixes(fixes))).fixes())
-    assert _finish(fixes, gun) == pytest.approx(_finish(stored, gun), abs=0.002)
+    checked = [stored_fix(f) for f in fixes]  # what server/rooms/room.py applies
+    assert checked == stored
+    assert _finish(checked, gun) == _finish(stored, gun)
+    # and the rounding matters: over the raw fixes the finish is another one
+    assert _finish(fixes, gun) != pytest.approx(_finish(stored, gun), abs=0.002)
+
+
+_maybe = st.one_of(st.none(), st.floats(0.0, 400.0, allow_nan=False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.builds(
+            Fix,
+            st.floats(946684800.0, 4102444800.0),
+            st.floats(-90.0, 90.0),
+            st.floats(-180.0, 180.0),
+            acc_m=_maybe,
+            speed_mps=_maybe,
+            course_deg=_maybe,
+            heading_deg=_maybe,
+            cadence_spm=_maybe,
+            mock=st.booleans(),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_stored_fix_is_exactly_what_storage_gives_back(fixes: list[Fix]) -> None:
+    fixes.sort(key=lambda f: f.t)
+    assert [stored_fix(f) for f in fixes] == list(as_stored(Track.from_fixes(fixes)).fixes())

@@ -29,6 +29,7 @@ from server.security import hash_password, issue_token
 from server.store.db import create_engine
 from server.store.event_store import EventStore
 from server.store.tables import Runner
+from server.tracks import stored_fix
 
 SECRET = "test-secret-key-long-enough-for-hs256-0123456789"
 GOOD_ORIGIN = "http://good.example"
@@ -236,12 +237,13 @@ def gps_frames(track: Track, upto: int | None = None) -> list[dict[str, Any]]:
 def expected_finishes(
     tracks: dict[str, Track], distance_m: float, gun: float
 ) -> dict[str, tuple[int, float]]:
-    """Each track's own crossing: (index of the crossing fix, race time) by the pure engine."""
+    """Each track's own crossing: (index of the crossing fix, race time) by the pure engine,
+    over the fixes as the room stores and checks them (`server.tracks.stored_fix`)."""
     out = {}
     now = time.time()
     for rid, track in tracks.items():
         live = races.RaceLive(distance_m, gun)
-        for i, fix in enumerate(track.fixes()):
+        for i, fix in enumerate(map(stored_fix, track.fixes())):
             outcome = live.add_fix(rid, fix, now)
             if outcome.finish is not None:
                 out[rid] = (i, outcome.finish.time_s)

@@ -151,16 +151,20 @@ async def test_a_car_is_flagged_live_to_the_moderator_and_not_ranked(
     assert mod_frames.index(finish) > first_flag  # flagged live, before the line
     assert finish["status"] == "dq"
     await sender
-    spec_frames: list[dict[str, Any]] = []
+
+    def car_row(frame: dict[str, Any]) -> dict[str, Any] | None:
+        rows = frame.get("leaders", []) if frame["type"] == "standings" else []
+        return next((r for r in rows if r["runner_id"] == car), None)
+
+    spec_frames: list[dict[str, Any]] = []  # the next standings tick ranks the DQ last
+    await _collect(spec, lambda f: (car_row(f) or {}).get("status") == "dq", spec_frames)
+    assert car_row(spec_frames[-1]) == {**car_row(spec_frames[-1]), "status": "dq", "rank": 2}
     await mod.send(orjson.dumps({"type": "control", "action": "close", "cid": "c1"}).decode())
     await _collect(spec, lambda f: f.get("event") == "closed", spec_frames)
     assert not [f for f in spec_frames if f.get("event") == "flag"]  # moderators only
     results = {r["runner_id"]: r for r in spec_frames[-1]["results"]}
     assert results[car]["place"] is None and results[car]["status"] == "dq"
     assert results[honest]["status"] == "dnf"
-    standings = [f for f in spec_frames if f["type"] == "standings"][-1]
-    car_row = next(r for r in standings["leaders"] if r["runner_id"] == car)
-    assert car_row["status"] == "dq" and car_row["rank"] == 2  # below the honest runner
     for ws in (mod, spec, runner):
         await ws.close()
     await drainer
