@@ -40,7 +40,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from server.leases import Lease, Leases
 from server.rooms.backplane.base import Inbound, Inbox, Outbound, Subscriber
-from server.rooms.backplane.memory import MemoryBackplane
+from server.rooms.backplane.memory import MemoryBackplane, NoOwner
 from server.rooms.protocol import FrameError, decode
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,9 @@ RECLAIM_IDLE_MS, RECLAIM_EVERY_S = 1000, 1.0
 LOCAL_CLOSES = frozenset({1001, 1012})
 #: Close code sent to every socket of a room when a new owner takes it over.
 TAKEOVER_CLOSE = 1012
+#: Input waits this long for an unreachable Redis (a restart, a failover) before the socket is
+#: closed with `TAKEOVER_CLOSE` (the client reconnects and resends what was not acked).
+FORWARD_RETRY_S = 5.0
 
 # KEYS: lease, channel, hist, meta. ARGV: lease value, message, seq (0: not numbered), epoch,
 # history size, event text, seconds to keep. Returns 0 when the lease is not (or no longer)
@@ -349,10 +352,24 @@ class RedisBackplane:
         if ready is not None and not ready.done():  # answers must not beat our subscription
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(ready), READY_WAIT_S)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(k.input, {"m": encode_inbound(message)}, maxlen=INPUT_MAXLEN)
-            pipe.expire(k.input, KEEP_S)
-            await pipe.execute()
+        data = {"m": encode_inbound(message)}
+        deadline = time.monotonic() + FORWARD_RETRY_S
+        while True:
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.xadd(k.input, data, maxlen=INPUT_MAXLEN)  # type: ignore[arg-type]
+                    pipe.expire(k.input, KEEP_S)
+                    await pipe.execute()
+                return
+            except (RedisError, OSError):
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.2)
+        # Redis stays away: this process's sockets of the room reconnect later (their input
+        # waits in the client, unacked) rather than end as if the room were over.
+        log.warning("room %s: input not forwarded (Redis unreachable); sockets closed", room_id)
+        await self._local.publish(room_id, Outbound("close", "", close_code=TAKEOVER_CLOSE))
+        raise NoOwner(room_id)
 
     async def _read(self, room_id: str, owned: _Owned) -> None:
         """Feed the owner's inbox from the room's input stream (pending entries first)."""
@@ -525,18 +542,34 @@ class RedisBackplane:
                 await asyncio.sleep(0.2)
                 self._sync.put_nowait(room_id)
 
+    async def _resync(self) -> None:
+        """After the subscription was down, frames of this process's rooms may have been
+        published and lost (pub/sub keeps nothing), among them a new owner's takeover close:
+        close every local socket once with `TAKEOVER_CLOSE`, so each client reconnects, gets
+        a welcome from the current owner and resends what was not acked."""
+        rooms = set(self._channels.values())
+        if rooms:
+            log.warning("backplane resubscribed: closing the sockets of %d room(s)", len(rooms))
+        for room_id in rooms:
+            await self._local.publish(room_id, Outbound("close", "", close_code=TAKEOVER_CLOSE))
+
     async def _listen(self) -> None:
         """Hand every frame of a room this process holds sockets of to those sockets."""
         await self._listening.wait()
         pubsub = self._pubsub
         assert pubsub is not None
+        lost = False
         while True:
             try:
                 msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
             except (RedisError, OSError):
                 log.warning("backplane subscription lost; reconnecting")
+                lost = True
                 await asyncio.sleep(0.2)
                 continue
+            if lost:  # resubscribed (redis-py does it on reconnect): frames may be missing
+                lost = False
+                await self._resync()
             if msg is None:
                 continue
             channel = _s(msg["channel"])
