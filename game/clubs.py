@@ -53,6 +53,11 @@ class AcceptInvite:
 
 
 @dataclass(frozen=True, slots=True)
+class DeclineInvite:
+    runner_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Leave:
     runner_id: str
 
@@ -108,6 +113,14 @@ class MemberInvited:
     club_id: str
     runner_id: str
     by: str
+    at: float | None = None  # Unix seconds; None in invitations logged before it was recorded
+
+
+@event("ClubInviteDeclined")
+@dataclass(frozen=True, slots=True)
+class InviteDeclined:
+    club_id: str
+    runner_id: str
 
 
 @event("ClubMemberLeft")
@@ -154,6 +167,7 @@ ClubEvent = (
     ClubCreated
     | MemberJoined
     | MemberInvited
+    | InviteDeclined
     | MemberLeft
     | MemberRemoved
     | RoleChanged
@@ -187,6 +201,7 @@ Command = (
     | JoinWithCode
     | Invite
     | AcceptInvite
+    | DeclineInvite
     | Leave
     | RemoveMember
     | SetRole
@@ -219,12 +234,16 @@ def decide(state: ClubState, command: Command, now: datetime) -> list[ClubEvent]
                 raise Conflict("already a member", code="already_member")
             if runner_id in state.invited:
                 raise Conflict("already invited", code="already_invited")
-            return [MemberInvited(cid, runner_id, by)]
+            return [MemberInvited(cid, runner_id, by, now.timestamp())]
         case AcceptInvite(runner_id):
             if runner_id not in state.invited:
                 raise Forbidden("you have no invitation to this club")
             _can_join(state, runner_id)
             return [MemberJoined(cid, runner_id, "invite")]
+        case DeclineInvite(runner_id):
+            if runner_id not in state.invited:
+                raise Forbidden("you have no invitation to this club")
+            return [InviteDeclined(cid, runner_id)]
         case Leave(runner_id):
             role = state.role_of(runner_id)
             if role is None:
@@ -296,6 +315,8 @@ def evolve(state: ClubState, evt: ClubEvent) -> ClubState:
             )
         case MemberInvited():
             return replace(state, invited=state.invited | {evt.runner_id})
+        case InviteDeclined():
+            return replace(state, invited=state.invited - {evt.runner_id})
         case MemberLeft() | MemberRemoved():
             roles = dict(state.roles)
             roles.pop(evt.runner_id, None)

@@ -1,4 +1,4 @@
-"""Clubs: create, join by code, invitations, roles, calendar (JSON and iCalendar)."""
+"""Clubs: create, join by code, invitations (yours listed), roles, calendar (JSON, iCalendar)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ from server.errors import ApiError, problem_responses
 from server.store.club_projection import CLUB_MEMBERS, CLUBS
 from server.store.progress import CHALLENGES
 from server.store.race_projection import RACES
+from server.store.tables import Runner
+
+RUNNERS = Runner.__table__  # type: ignore[attr-defined]
 
 router = APIRouter(prefix="/clubs", tags=["clubs"])
 ClubId = Annotated[str, Path(max_length=36, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -73,6 +76,17 @@ class ClubPublic(BaseModel):
     join_code: str | None = Field(default=None, description="shown to club admins only")
     calendar_url: str | None = Field(default=None, description="iCalendar feed, shown to members")
     member_list: list[Member] | None = Field(default=None, description="shown to members only")
+
+
+class Invitation(BaseModel):
+    club_id: str
+    club_name: str
+    members: int
+    invited_by: str | None = Field(description="the runner id of the admin who invited you")
+    invited_by_handle: str | None
+    invited_at: datetime | None = Field(
+        description="null for invitations sent before it was recorded"
+    )
 
 
 class CalendarItem(BaseModel):
@@ -148,6 +162,38 @@ async def my_clubs(runner: CurrentRunner, engine: EngineDep) -> list[ClubPublic]
     ]
 
 
+@router.get("/invites", response_model=list[Invitation])
+async def my_invitations(runner: CurrentRunner, engine: EngineDep) -> list[Invitation]:
+    """Your pending club invitations; accept or decline each on its club."""
+    stmt = (
+        select(
+            CLUBS.c.id,
+            CLUBS.c.name,
+            CLUBS.c.members,
+            CLUB_MEMBERS.c.invited_by,
+            CLUB_MEMBERS.c.invited_at,
+            RUNNERS.c.handle,
+        )
+        .join(CLUB_MEMBERS, CLUB_MEMBERS.c.club_id == CLUBS.c.id)
+        .outerjoin(RUNNERS, RUNNERS.c.id == CLUB_MEMBERS.c.invited_by)
+        .where(CLUB_MEMBERS.c.runner_id == runner.id, CLUB_MEMBERS.c.invited.is_(True))
+        .order_by(CLUBS.c.name, CLUBS.c.id)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return [
+        Invitation(
+            club_id=r.id,
+            club_name=r.name,
+            members=r.members,
+            invited_by=r.invited_by,
+            invited_by_handle=r.handle,
+            invited_at=None if r.invited_at is None else datetime.fromtimestamp(r.invited_at, UTC),
+        )
+        for r in rows
+    ]
+
+
 @router.post("/join", response_model=ClubPublic, responses=problem_responses(404))
 async def join_with_code(
     body: JoinIn,
@@ -206,6 +252,14 @@ async def accept_invite(
     """Accept your invitation to a club."""
     state = await _do(store, projections, club_id, club_decider.AcceptInvite(runner.id), runner.id)
     return _public(state, runner.id, settings.secret_key)
+
+
+@router.post("/{club_id}/invites/decline", status_code=status.HTTP_204_NO_CONTENT)
+async def decline_invite(
+    club_id: ClubId, runner: CurrentRunner, store: EventStoreDep, projections: ProjectionsDep
+) -> None:
+    """Decline your invitation to a club (an admin may invite you again)."""
+    await _do(store, projections, club_id, club_decider.DeclineInvite(runner.id), runner.id)
 
 
 @router.post("/{club_id}/leave", status_code=status.HTTP_204_NO_CONTENT)

@@ -98,15 +98,38 @@ class ClubHandlers:
     ) -> None:
         await conn.execute(
             insert(CLUB_MEMBERS).values(
-                club_id=d["club_id"], runner_id=d["runner_id"], role="member", invited=True
+                club_id=d["club_id"],
+                runner_id=d["runner_id"],
+                role="member",
+                invited=True,
+                invited_by=d["by"],
+                invited_at=d.get("at"),
             )
+        )
+
+    async def _on_ClubInviteDeclined(
+        self, conn: AsyncConnection, d: dict[str, Any], pos: int
+    ) -> None:
+        await conn.execute(
+            delete(CLUB_MEMBERS).where(self._member(d), CLUB_MEMBERS.c.invited.is_(True))
         )
 
     async def _on_ClubMemberJoined(
         self, conn: AsyncConnection, d: dict[str, Any], pos: int
     ) -> None:
-        if d["via"] == "invite":
-            await conn.execute(update(CLUB_MEMBERS).where(self._member(d)).values(invited=False))
+        invited = (
+            await conn.execute(
+                select(CLUB_MEMBERS.c.runner_id).where(
+                    self._member(d), CLUB_MEMBERS.c.invited.is_(True)
+                )
+            )
+        ).first()
+        if invited is not None:  # by invitation, or by code while an invitation was pending
+            await conn.execute(
+                update(CLUB_MEMBERS)
+                .where(self._member(d))
+                .values(invited=False, invited_by=None, invited_at=None)
+            )
         else:
             await conn.execute(
                 insert(CLUB_MEMBERS).values(

@@ -158,6 +158,10 @@ class ClubMemberRow(SQLModel, table=True):
     runner_id: str = Field(sa_column=Column(String(36), primary_key=True))
     role: str = Field(sa_column=Column(String(10), nullable=False))
     invited: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
+    #: While `invited`: who sent the invitation and when (Unix seconds; None for invitations
+    #: logged before the event carried it). Cleared once the runner joins.
+    invited_by: str | None = Field(default=None, sa_column=Column(String(36)))
+    invited_at: float | None = Field(default=None, sa_column=Column(Float))
 
 
 class BanRow(SQLModel, table=True):

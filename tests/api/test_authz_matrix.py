@@ -182,6 +182,14 @@ MATRIX: list[tuple[str, str, str, dict[str, Any] | None, frozenset[str]]] = [
         {"handle": "runner_b"},
         frozenset({"club_admin"}),
     ),
+    ("my club invitations", "GET", "/api/v1/clubs/invites", None, AUTHED),
+    (  # runner_b holds an invitation since the row above (the club admin's invite)
+        "decline club invitation",
+        "POST",
+        "/api/v1/clubs/{club}/invites/decline",
+        None,
+        frozenset({"runner_b"}),
+    ),
     ("rotate join code", "POST", "/api/v1/clubs/{club}/join-code", None, frozenset({"club_admin"})),
     (
         "register members-only race",

@@ -2,11 +2,11 @@
 
 A seeded scenario drives the deciders through `server.commands.execute` (runs honest, by car and
 with a mock location; joins and leaves; approve, reject, crop and appeal; a race with finishes and
-a disqualification after the results; a club with joins, a leave, a role change and a transfer;
-drills with scored acks feeding a drill-count challenge and XP; a ban and an unban), with the core
-projection caught up at random points as in live operation. Every read-model table the core
-projection writes and every board is snapshotted, the projection is rebuilt from position 0, and
-the snapshots must be identical.
+a disqualification after the results; a club with joins, invitations accepted, declined and
+pending, a leave, a role change and a transfer; drills with scored acks feeding a drill-count
+challenge and XP; a ban and an unban), with the core projection caught up at random points as in
+live operation. Every read-model table the core projection writes and every board is
+snapshotted, the projection is rebuilt from position 0, and the snapshots must be identical.
 """
 
 from __future__ import annotations
@@ -191,13 +191,20 @@ async def race(w: World) -> None:
 
 
 async def club(w: World) -> None:
-    """A club: joins by code, a leave, a promotion and an ownership transfer."""
+    """A club: joins by code (one over a pending invitation), invitations accepted, declined
+    and left pending, a leave, a promotion and an ownership transfer."""
     stream = "club-c1"
     at = T0 + timedelta(days=1)
     assert await w.do(stream, clubs, clubs.CreateClub("c1", "Backpedal Club", "ann", "CODE1"), at)
+    assert await w.do(stream, clubs, clubs.Invite("ann", "cy"), at)  # cy then joins by code
     for who in RUNNERS[1:]:
         assert await w.do(stream, clubs, clubs.JoinWithCode(who, "CODE1"), at)
         await w.runner.run_once()
+    for who in ("eve", "fay", "gus"):
+        assert await w.do(stream, clubs, clubs.Invite("ann", who), at + timedelta(minutes=1))
+    await w.runner.run_once()
+    assert await w.do(stream, clubs, clubs.AcceptInvite("fay"), at + timedelta(minutes=2))
+    assert await w.do(stream, clubs, clubs.DeclineInvite("eve"), at + timedelta(minutes=2))
     assert await w.do(stream, clubs, clubs.Leave("dee"), at)
     assert await w.do(stream, clubs, clubs.SetRole("ann", "bob", clubs.Role.ADMIN), at)
     assert await w.do(stream, clubs, clubs.TransferOwnership("ann", "bob"), at)
@@ -301,6 +308,8 @@ async def assert_rebuild_reproduces_the_live_read_models(
         "reject",
         "crop",
         "JoinWithCode",
+        "AcceptInvite",
+        "DeclineInvite",
         "TransferOwnership",
         "RecordAcks",
         "FinishDrill",
