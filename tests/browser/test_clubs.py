@@ -1,6 +1,7 @@
 """Clubs in the phone client: one runner creates a club and schedules a club race, a second
 runner joins with the code, both see the race on the club calendar (and in its iCalendar feed),
-the member list and the club leaderboard; the owner makes the newcomer an admin."""
+the member list and the club leaderboard; the owner makes the newcomer an admin, then invites a
+third runner, who accepts from the Invitations list on their Clubs screen."""
 
 from __future__ import annotations
 
@@ -104,3 +105,36 @@ def test_a_club_is_created_joined_by_code_and_its_calendar_shows_a_club_race(
     expect(newcomer).to_contain_text(member)
     newcomer.get_by_role("button", name=f"Make {member} an admin").click()
     expect(page.locator("#members li[data-role='admin']")).to_contain_text(member)
+
+    # a third runner is invited by handle and accepts from the Invitations list
+    guest = unique_handle("guest")
+    third = browser.new_context(
+        base_url=live_server.url,
+        viewport=PHONE,
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        locale="en-GB",
+        timezone_id="UTC",
+    )
+    try:
+        phone = third.new_page()
+        sign_up(phone, guest)
+        page.fill("#invite-handle", guest)
+        page.get_by_role("button", name="Invite", exact=True).click()
+        expect(page.locator("#club-errors .ok")).to_contain_text("Invitation sent")
+
+        phone.locator("#tabs").get_by_role("link", name="More").click()
+        phone.click("#to-clubs")
+        invitation = phone.locator("#invites li")
+        expect(invitation).to_have_count(1)
+        expect(invitation).to_contain_text(club_name)
+        expect(invitation).to_contain_text(f"Invited by {owner}")
+        invitation.get_by_role("button", name=f"Accept the invitation to {club_name}").click()
+        expect(phone.locator("#club-title")).to_have_text(club_name)
+        expect(phone.locator("#club-role")).to_contain_text("a member · 3 members")
+        phone.goto("/#/clubs")
+        expect(phone.locator("#my-clubs li")).to_contain_text(club_name)
+        expect(phone.locator("#club-invites")).to_have_count(0)
+    finally:
+        third.close()

@@ -1,9 +1,10 @@
-// Clubs: my clubs, create one, join with a code; a club's page with its calendar (and the
+// Clubs: my clubs, my pending invitations (accept or decline), create one, join with a code; a
+// club's page with its calendar (and the
 // iCalendar feed phones subscribe to), club races scheduled by its admins, its leaderboard
 // (members by verified distance), members and roles (the owner promotes, demotes and hands
 // over; admins invite and remove), and leaving.
 
-import { api } from "../api.js";
+import { api, request } from "../api.js";
 import { h, render, errorBox, km, when } from "../ui.js";
 
 function guarded(errors, fn) {
@@ -25,9 +26,29 @@ function guarded(errors, fn) {
 
 export async function clubsScreen({ isCurrent, go }) {
   render(h("h1", "Clubs"), h("p.muted", "Loading…"));
-  const clubs = await api.myClubs();
+  const [clubs, invites] = await Promise.all([api.myClubs(),
+    request("GET", "/clubs/invites").catch(() => [])]);
   if (!isCurrent()) return;
   const errors = h("div#club-errors", { "aria-live": "assertive" });
+  const membersText = (n) => `${n} member${n === 1 ? "" : "s"}`;
+  const inviteCard = invites.length ? h("section.card#club-invites", { "aria-labelledby": "invites-h" },
+    h("h2#invites-h", "Invitations"),
+    h("ul.list#invites", invites.map((i) => h("li", { dataset: { club: i.club_id } },
+      h("p", h("b", i.club_name)),
+      h("p.muted.small", `Invited by ${i.invited_by_handle || "a club admin"}`
+        + `${i.invited_at ? ` · ${when(i.invited_at)}` : ""} · ${membersText(i.members)}`),
+      h("div.row.wrap",
+        h("button.accept-invite", { "aria-label": `Accept the invitation to ${i.club_name}`,
+          onclick: guarded(errors, async () => {
+            await api.clubAccept(i.club_id);
+            go(`clubs/${i.club_id}`);
+          }) }, "Accept"),
+        h("button.secondary.decline-invite", { "aria-label": `Decline the invitation to ${i.club_name}`,
+          onclick: guarded(errors, async () => {
+            await request("POST", `/clubs/${encodeURIComponent(i.club_id)}/invites/decline`);
+            clubsScreen({ isCurrent, go });
+          }) }, "Decline"))))))
+    : null;
   const name = h("input#club-name", { type: "text", minlength: 3, maxlength: 60, required: true,
     autocomplete: "off" });
   const code = h("input#club-code", { type: "text", minlength: 4, maxlength: 32, required: true,
@@ -37,9 +58,10 @@ export async function clubsScreen({ isCurrent, go }) {
     clubs.length ? h("ul.list#my-clubs", clubs.map((c) => h("li", { dataset: { club: c.id } },
       h("a.rowlink", { href: `#/clubs/${c.id}` },
         h("p", h("b", c.name)),
-        h("p.muted.small", `${c.your_role} · ${c.members} member${c.members === 1 ? "" : "s"}`)))))
+        h("p.muted.small", `${c.your_role} · ${membersText(c.members)}`)))))
       : h("p.muted#no-clubs", "You are in no club yet: join one with its code, or start your own."),
     errors,
+    inviteCard,
     h("form.card#join-club", { onsubmit: guarded(errors, async () => {
       const club = await api.joinClub(code.value.trim());
       go(`clubs/${club.id}`);
@@ -148,7 +170,7 @@ export async function clubScreen({ session, params: [id], isCurrent, go }) {
       h("form#invite-member", { onsubmit: guarded(errors, async () => {
         await api.clubInvite(id, invitee.value.trim());
         invitee.value = "";
-        errors.append(h("p.ok", "Invitation sent: they accept it from the club's page."));
+        errors.append(h("p.ok", "Invitation sent: they find it under Invitations on their Clubs screen."));
       }) },
       h("label.field", { for: "invite-handle" }, "Invite by handle"), invitee,
       h("button", { type: "submit" }, "Invite")));
