@@ -567,10 +567,12 @@ async def check(
         by_runner = {r["runner_id"]: r for r in server_results or []}
         # results are a function of the log: the pure engine over the stored fixes agrees (and
         # over the fixes as sent, within the storage's rounding; figures only)
-        drift = []
+        drift, off_log = [], []
         for rid, (_, time_s) in setup.expected.items():
             got = by_runner.get(rid, {}).get("time_s")
             want = from_log.get(rid) if live is not None else time_s
+            if got is not None and want is not None:
+                off_log.append(abs(got - want))
             if got is None or want is None or abs(got - want) > 0.002:
                 problems.append(
                     f"runner {rid[:8]}: time {got} != engine's {want} over the stored fixes "
@@ -579,6 +581,11 @@ async def check(
             if got is not None:
                 drift.append(abs(got - time_s))
         figures["max_finish_drift_from_sent_fixes_s"] = round(max(drift, default=0.0), 3)
+        figures["finishes_off_the_log"] = sum(1 for x in off_log if x > 0.002)
+        figures["max_finish_diff_from_log_s"] = round(max(off_log, default=0.0), 3)
+        figures["finishes_missing"] = sum(
+            1 for rid in setup.expected if by_runner.get(rid, {}).get("time_s") is None
+        )
     return Check(figures, problems)
 
 

@@ -84,6 +84,12 @@ async def _outage(
             await asyncio.sleep(load.fault_after_s)
             figures["acked_before_fault"] = sum(len(r.acked) for r in recs)
             figures["load_avg_at_fault"] = os.getloadavg()[0]
+            racing = [
+                r
+                for r, task in zip(recs, senders, strict=True)
+                if r.conn.unacked or not task.done()
+            ]
+            figures["racing_at_fault"] = len(racing)
             t_fault = time.monotonic()
             if mode == "blackhole":
                 proxy.pause()
@@ -100,12 +106,10 @@ async def _outage(
             t_heal = time.monotonic()
             deadline = t_heal + load.recover_s
             while (
-                len(first_acks_after(recs, t_heal)) < len(recs)
-                and time.monotonic() < deadline
-                and not all(t.done() for t in senders)
+                len(first_acks_after(racing, t_heal)) < len(racing) and time.monotonic() < deadline
             ):
                 await asyncio.sleep(0.05)
-            after = first_acks_after(recs, t_heal)
+            after = first_acks_after(racing, t_heal)
             figures["recovered_runners"] = len(after)
             figures["recovery_s_after_heal"] = round(max(after, default=float("nan")), 2)
             t_calm = time.monotonic()

@@ -54,6 +54,11 @@ async def _race_through(srv: ServerProcess, sig: int, load: Load = SMALL) -> dic
         acked_before = {r.name: len(r.acked) for r in runners.values()}
         figures["unacked_at_fault"] = sum(len(r.conn.unacked) for r in runners.values())
         figures["load_avg_at_fault"] = os.getloadavg()[0]
+        recs = list(runners.values())
+        racing = [
+            r for r, task in zip(recs, senders, strict=True) if r.conn.unacked or not task.done()
+        ]
+        figures["racing_at_fault"] = len(racing)
         t_kill = time.monotonic()
         rc = await asyncio.to_thread(srv.kill, sig)
         figures["exit_code"] = rc
@@ -62,14 +67,9 @@ async def _race_through(srv: ServerProcess, sig: int, load: Load = SMALL) -> dic
         figures["restart_s"] = round(await asyncio.to_thread(srv.start), 2)
         # recovery: the first ack after the restart, for every runner (bounded wait)
         deadline = time.monotonic() + load.recover_s
-        recs = list(runners.values())
-        while (
-            len(first_acks_after(recs, t_kill)) < len(recs)
-            and time.monotonic() < deadline
-            and not all(t.done() for t in senders)
-        ):
+        while len(first_acks_after(racing, t_kill)) < len(racing) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        after = first_acks_after(recs, t_kill)
+        after = first_acks_after(racing, t_kill)
         figures["recovered_runners"] = len(after)
         figures["recovery_s"] = round(max(after, default=float("nan")), 2)
         t_calm = time.monotonic()
