@@ -1,20 +1,27 @@
-"""Pieces every room kind shares: the numbered broadcast stream, addressing, resume.
+"""Pieces every room kind shares: the numbered broadcast stream, addressing, resume, writes.
 
 A room numbers its broadcasts (`seq`, +1 each, no gaps) under an `epoch` that changes whenever
 the room lost its history (a restart), keeps the last `HISTORY` of them for `resume`, and
-publishes everything through the backplane, encoded once. The drill room uses this; the race
-room (room.py) carries its own copy of the same few lines.
+publishes everything through the backplane, encoded once (`Broadcasts`). Its writes go through
+one task, in order, with a periodic flush of what it buffers (`WriteQueue`). The race room
+(room.py) and the drill room (drill_room.py) both build on these.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import secrets
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from server.rooms.backplane.base import Backplane, Outbound
 from server.rooms.protocol import encode, error
+
+log = logging.getLogger(__name__)
 
 HISTORY = 1000
 #: Close code once a room is over (race closed or aborted, drill finished): do not reconnect.
@@ -78,3 +85,72 @@ class Broadcasts:
         batch = tuple(o for o in hist if o.seq > after_seq)
         await self.publish(Outbound("replay", "", "connection", conn_id, seq=self.seq, batch=batch))
         return True
+
+
+#: Jobs every `WriteQueue` knows: store what is buffered now; stop after the jobs before it.
+FLUSH, STOP = "flush", "stop"
+
+
+class WriteQueue:
+    """A room's writes on one task, in order: each job as it comes (`run(job)`, `FLUSH`
+    included), and `flush()` every `flush_s`. A failed write is logged and the loop goes on
+    after a short pause; `stop` lets the task finish what it holds (never cancelled
+    mid-commit), flushes and ends it."""
+
+    def __init__(
+        self,
+        name: str,
+        flush_s: float,
+        run: Callable[[Any], Awaitable[None]],
+        flush: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.name = name
+        self._flush_s = flush_s
+        self._run = run
+        self._flush = flush
+        self._jobs: deque[Any] = deque()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def __bool__(self) -> bool:
+        """Jobs are waiting."""
+        return bool(self._jobs)
+
+    def put(self, job: Any) -> None:
+        self._jobs.append(job)
+        self._ready.set()
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(self._loop(), name=f"{self.name}-write")
+        return self._task
+
+    async def stop(self, timeout_s: float = 15.0) -> None:
+        task = self._task
+        if task is None:
+            return
+        self.put(FLUSH)
+        self.put(STOP)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        except Exception:
+            log.exception("%s: writer did not stop cleanly", self.name)
+            task.cancel()
+
+    async def _loop(self) -> None:
+        next_flush = time.monotonic() + self._flush_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), max(0.0, next_flush - time.monotonic()))
+            self._ready.clear()
+            try:
+                while self._jobs:
+                    job = self._jobs.popleft()
+                    if job == STOP:
+                        return
+                    await self._run(job)
+                if time.monotonic() >= next_flush:
+                    await self._flush()
+                    next_flush = time.monotonic() + self._flush_s
+            except Exception:
+                log.exception("%s: write failed", self.name)
+                await asyncio.sleep(0.5)

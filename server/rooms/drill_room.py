@@ -42,7 +42,14 @@ from game import drills
 from game.errors import DomainError
 from game.events import fold, from_data
 from server.rooms.backplane.base import Backplane, Inbound, Outbound
-from server.rooms.common import CONTROLLER_ROLES, ROOM_OVER, Broadcasts, to_connection
+from server.rooms.common import (
+    CONTROLLER_ROLES,
+    FLUSH,
+    ROOM_OVER,
+    Broadcasts,
+    WriteQueue,
+    to_connection,
+)
 from server.rooms.protocol import (
     AckFrame,
     ClockOut,
@@ -116,7 +123,7 @@ class _Job:
     cid: str | None = None
 
 
-_FLUSH, _FINISH, _STOP = "flush", "finish", "stop"
+_FINISH = "finish"
 
 
 class DrillRoom:
@@ -151,8 +158,7 @@ class DrillRoom:
         self._next_cue = 0  # index into state.cues of the next cue to announce
         self._announced_phase = -1
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=50_000)
-        self._jobs: deque[_Job | str] = deque()
-        self._job_ready = asyncio.Event()
+        self.writes = WriteQueue(f"drill room {drill_id}", FLUSH_S, self._write, self._flush)
         self._flush_asked = False
         self._finish_asked = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -180,7 +186,7 @@ class DrillRoom:
             raise RuntimeError(f"room {self.drill_id} is owned elsewhere")
         self._tasks = [
             asyncio.create_task(self._input_loop(), name=f"drill-in-{self.drill_id}"),
-            asyncio.create_task(self._writer_loop(), name=f"drill-write-{self.drill_id}"),
+            self.writes.start(),
         ]
         if self.state.status == ds.DrillStatus.RUNNING:
             self._started(restart=True)
@@ -189,19 +195,13 @@ class DrillRoom:
         """Store the pending acks, close the sockets with `code`, stop."""
         if not self._tasks:
             return
-        input_task, writer_task = self._tasks
+        input_task, _writer = self._tasks
         for task in (input_task, self._announcer):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._enqueue(_FLUSH)
-        self._enqueue(_STOP)
-        try:
-            await asyncio.wait_for(asyncio.shield(writer_task), 15.0)
-        except Exception:
-            log.exception("drill room %s: writer did not stop cleanly", self.drill_id)
-            writer_task.cancel()
+        await self.writes.stop()
         await self.out.close(code)
         await self.backplane.release(self.drill_id)
 
@@ -212,7 +212,7 @@ class DrillRoom:
     @property
     def busy(self) -> bool:
         """Running, or holding acks or work not yet stored: not to be evicted."""
-        return self.state.status == ds.DrillStatus.RUNNING or bool(self.pending or self._jobs)
+        return self.state.status == ds.DrillStatus.RUNNING or bool(self.pending or self.writes)
 
     def is_controller(self, runner_id: str, role: str) -> bool:
         return role in CONTROLLER_ROLES or runner_id == self.state.coach_id
@@ -612,43 +612,24 @@ class DrillRoom:
         self._pending_acks += 1
         if self._pending_acks >= FLUSH_ACKS and not self._flush_asked:
             self._flush_asked = True
-            self._enqueue(_FLUSH)
+            self._enqueue(FLUSH)
 
     # writing
 
     def _enqueue(self, job: _Job | str) -> None:
-        self._jobs.append(job)
-        self._job_ready.set()
+        self.writes.put(job)
 
-    async def _writer_loop(self) -> None:
-        next_flush = time.monotonic() + FLUSH_S
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._job_ready.wait(), max(0.0, next_flush - time.monotonic())
-                )
-            self._job_ready.clear()
-            try:
-                while self._jobs:
-                    job = self._jobs.popleft()
-                    if job == _STOP:
-                        return
-                    if job == _FLUSH:
-                        self._flush_asked = False
-                        await self._flush()
-                    elif job == _FINISH:
-                        await self._flush()
-                        await self._run(_Job(ds.FinishDrill(SYSTEM), SYSTEM))
-                    elif isinstance(job, _Job):
-                        if isinstance(job.command, ds.FinishDrill):
-                            await self._flush()
-                        await self._run(job)
-                if time.monotonic() >= next_flush:
-                    await self._flush()
-                    next_flush = time.monotonic() + FLUSH_S
-            except Exception:
-                log.exception("drill room %s: write failed", self.drill_id)
-                await asyncio.sleep(0.5)
+    async def _write(self, job: _Job | str) -> None:
+        if job == FLUSH:
+            self._flush_asked = False
+            await self._flush()
+        elif job == _FINISH:
+            await self._flush()
+            await self._run(_Job(ds.FinishDrill(SYSTEM), SYSTEM))
+        elif isinstance(job, _Job):
+            if isinstance(job.command, ds.FinishDrill):
+                await self._flush()
+            await self._run(job)
 
     async def _run(self, job: _Job) -> None:
         if isinstance(job.command, ds.FinishDrill) and self.over:

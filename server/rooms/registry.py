@@ -78,11 +78,11 @@ class RoomRegistry:
         leased = self.backplane if isinstance(self.backplane, Ownership) else None
         for _attempt in range(3):
             room = self._new(room_id)
-            if leased is not None and isinstance(room, Room):
+            if leased is not None:
                 kept = await leased.history(room_id)  # continue the previous owner's sequence
                 if kept is not None:
-                    room.epoch, room.seq, frames = kept
-                    room.history.extend(frames)
+                    room.out.epoch, room.out.seq, frames = kept
+                    room.out.history.extend(frames)
             try:
                 await room.open()
             except RuntimeError:  # the claim failed

@@ -40,6 +40,14 @@ from game.track import Fix, Track
 from server.rooms import frames
 from server.rooms.backplane import fence_token
 from server.rooms.backplane.base import Backplane, Inbound, Outbound
+from server.rooms.common import (
+    CONTROLLER_ROLES,
+    FLUSH,
+    ROOM_OVER,
+    Broadcasts,
+    WriteQueue,
+    to_connection,
+)
 from server.rooms.protocol import (
     AlertAckFrame,
     AlertCancelFrame,
@@ -65,16 +73,12 @@ CHUNKS = RaceFixChunkRow.__table__  # type: ignore[attr-defined]
 
 FLUSH_S = 1.0
 FLUSH_FIXES = 50
-HISTORY = 1000
 FLAGS_KEPT = 200
 SAFETY_TICK_S = 1.0
 CATCH_UP_S = 2.0
 MAX_ATTEMPTS = 5
 SYSTEM = "room"
-#: Close code once the race is over: do not reconnect.
-ROOM_OVER = 4504
 _LIVE = (races.RaceStatus.COUNTDOWN, races.RaceStatus.RUNNING, races.RaceStatus.PAUSED)
-_CONTROLLERS = ("moderator", "admin")
 
 
 class RoomNotFound(LookupError):
@@ -115,7 +119,7 @@ class _Spotter:
     moderator: bool
 
 
-_FLUSH, _CATCH_UP, _STOP = "flush", "catch-up", "stop"
+_CATCH_UP = "catch-up"
 
 
 class Room:
@@ -137,9 +141,7 @@ class Room:
         self.backplane = backplane
         self.tick_s = 1.0 / tick_hz
         self.clock = clock
-        self.epoch = secrets.token_hex(6)
-        self.seq = 0
-        self.history: deque[Outbound] = deque(maxlen=HISTORY)
+        self.out = Broadcasts(race_id, backplane)
         self.state = races.initial_state()
         self.version = 0
         #: The lease token appends are stamped with (None: in-process backplane, no fencing).
@@ -158,8 +160,7 @@ class Room:
         self.spotters: dict[str, _Spotter] = {}  # conn id -> what it spots
         self.positions: dict[str, dict[str, Any]] = {}  # runner -> last fix (memory only)
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=10_000)
-        self._jobs: deque[_Job | _SafetyAppend | str] = deque()
-        self._job_ready = asyncio.Event()
+        self.writes = WriteQueue(f"room {race_id}", FLUSH_S, self._write, self._flush)
         self._dirty = False
         self._tick = 0
         self._last_standings: Outbound | None = None
@@ -190,27 +191,20 @@ class Room:
         self._tasks = [
             asyncio.create_task(self._input_loop(), name=f"room-in-{self.race_id}"),
             asyncio.create_task(self._ticker(), name=f"room-tick-{self.race_id}"),
-            asyncio.create_task(self._writer_loop(), name=f"room-write-{self.race_id}"),
+            self.writes.start(),
         ]
 
     async def close(self, code: int = 1012) -> None:
         """Store what is buffered, close the sockets with `code`, stop."""
         if not self._tasks:
             return
-        *others, writer_task = self._tasks
+        *others, _writer = self._tasks
         for task in others:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        # let the writer finish what it holds (never cancel it mid-commit), then stop
-        self._enqueue(_FLUSH)
-        self._enqueue(_STOP)
-        try:
-            await asyncio.wait_for(asyncio.shield(writer_task), 15.0)
-        except Exception:
-            log.exception("room %s: writer did not stop cleanly", self.race_id)
-            writer_task.cancel()
-        await self.backplane.publish(self.race_id, Outbound("close", "", close_code=code))
+        await self.writes.stop()
+        await self.out.close(code)
         await self.backplane.release(self.race_id)
 
     @property
@@ -219,13 +213,13 @@ class Room:
         return self.state.status in (races.RaceStatus.FINISHED, races.RaceStatus.ABORTED)
 
     def is_controller(self, runner_id: str, role: str) -> bool:
-        return role in _CONTROLLERS or runner_id == self.state.organiser_id
+        return role in CONTROLLER_ROLES or runner_id == self.state.organiser_id
 
     @property
     def busy(self) -> bool:
         """Live, or holding fixes not yet stored: not to be evicted."""
         live = races.status_at(self.state, self.clock()) in _LIVE
-        return live or any(f.buffer for f in self.feeds.values()) or bool(self._jobs)
+        return live or any(f.buffer for f in self.feeds.values()) or bool(self.writes)
 
     async def _rebuild(self) -> None:
         """Rebuild `RaceLive` from the stored fix chunks (a restart mid-race resumes)."""
@@ -266,22 +260,14 @@ class Room:
     # output
 
     async def _publish(self, out: Outbound) -> None:
-        await self.backplane.publish(self.race_id, out)
-
-    async def _broadcast(self, frame: dict[str, Any]) -> None:
-        self.seq += 1
-        frame["seq"] = self.seq
-        frame["epoch"] = self.epoch
-        out = Outbound("event", encode(frame), seq=self.seq)
-        self.history.append(out)
-        await self._publish(out)
+        await self.out.publish(out)
 
     async def _direct(self, conn_id: str, text: str) -> None:
-        await self._publish(Outbound("direct", text, audience="connection", to=conn_id))
+        await self.out.direct(conn_id, text)
 
     async def _refuse(self, msg: Inbound, code: str, message: str, cid: str | None) -> None:
         ref = cid or (msg.frame.type if msg.frame is not None else None)
-        await self._direct(msg.conn_id, error(code, message, ref))
+        await self.out.refuse(msg.conn_id, code, message, ref)
 
     async def _flag(self, runner_id: str, flag: Any, now: float) -> None:
         self._flag_id += 1
@@ -337,11 +323,11 @@ class Room:
             "control": moderator,
             "acked_seq": feed.durable_seq if feed is not None else 0,
             "snapshot": snapshot,
-            "seq": self.seq,
-            "epoch": self.epoch,
+            "seq": self.out.seq,
+            "epoch": self.out.epoch,
             "server_time": round(now, 6),
         }
-        return Outbound("welcome", encode(frame), seq=self.seq)
+        return Outbound("welcome", encode(frame), seq=self.out.seq)
 
     def _personal_row(
         self, s: races.StandingRow, spotted: set[str] | frozenset[str] = frozenset()
@@ -375,9 +361,9 @@ class Room:
             if spotting:
                 self.spotters[msg.conn_id] = _Spotter(spotting, moderator)
             out = self._welcome(msg.runner_id, msg.role, moderator, now, spotting)
-            await self._publish(_to(out, msg.conn_id))
+            await self._publish(to_connection(out, msg.conn_id))
             if self.over:  # the results are in the welcome; the room is closed for good
-                await self._publish(_to(Outbound("close", "", close_code=ROOM_OVER), msg.conn_id))
+                await self.out.close(ROOM_OVER, msg.conn_id)
             return
         if msg.kind == "leave":
             self.spotters.pop(msg.conn_id, None)
@@ -476,7 +462,7 @@ class Room:
                     await self._flag(runner_id, flag, now)
             self._enqueue(_Job([finish], SYSTEM))
         if len(feed.buffer) >= FLUSH_FIXES:
-            self._enqueue(_FLUSH)
+            self._enqueue(FLUSH)
 
     async def _ack(self, runner_id: str, seq: int, cid: str | None) -> None:
         frame: dict[str, Any] = {"type": "ack", "seq": seq}
@@ -485,20 +471,13 @@ class Room:
         await self._publish(Outbound("direct", encode(frame), audience="runner", to=runner_id))
 
     async def _resume(self, msg: Inbound, frame: ResumeFrame, now: float) -> None:
-        hist = self.history
-        oldest = hist[0].seq if hist else self.seq + 1
-        same_epoch = frame.epoch is None or frame.epoch == self.epoch
-        if same_epoch and oldest - 1 <= frame.after_seq <= self.seq:
-            batch = tuple(o for o in hist if o.seq > frame.after_seq)
-            await self._publish(
-                Outbound("replay", "", "connection", msg.conn_id, seq=self.seq, batch=batch)
-            )
+        if await self.out.replay(msg.conn_id, frame.after_seq, frame.epoch):
             if self._last_standings is not None:
-                await self._publish(_to(self._last_standings, msg.conn_id))
+                await self._publish(to_connection(self._last_standings, msg.conn_id))
         else:
             moderator = bool(msg.extra.get("moderator"))
             welcome = self._welcome(msg.runner_id, msg.role, moderator, now, self._spotting(msg))
-            await self._publish(_to(welcome, msg.conn_id))
+            await self._publish(to_connection(welcome, msg.conn_id))
         if frame.after_flag is not None and bool(msg.extra.get("moderator")):
             for f in self.flags:
                 if f["id"] > frame.after_flag:
@@ -533,8 +512,8 @@ class Room:
         rows = self.live.ranking(self.state.registered)
         head = {
             "type": "standings",
-            "epoch": self.epoch,
-            "as_of_seq": self.seq,
+            "epoch": self.out.epoch,
+            "as_of_seq": self.out.seq,
             "tick": self._tick,
             "at": round(now, 3),
             "count": len(rows),
@@ -557,7 +536,7 @@ class Room:
             if rid in spotted:
                 row["position"] = positions.get(rid)
             personal[rid] = dumps(row).decode()
-        out = Outbound("standings", text, seq=self.seq, personal=personal)
+        out = Outbound("standings", text, seq=self.out.seq, personal=personal)
         self._last_standings = out
         await self._publish(out)
 
@@ -694,36 +673,17 @@ class Room:
     # writing
 
     def _enqueue(self, job: _Job | _SafetyAppend | str) -> None:
-        self._jobs.append(job)
-        self._job_ready.set()
+        self.writes.put(job)
 
-    async def _writer_loop(self) -> None:
-        next_flush = time.monotonic() + FLUSH_S
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._job_ready.wait(), max(0.0, next_flush - time.monotonic())
-                )
-            self._job_ready.clear()
-            try:
-                while self._jobs:
-                    job = self._jobs.popleft()
-                    if job == _STOP:
-                        return
-                    if job == _FLUSH:
-                        await self._flush()
-                    elif job == _CATCH_UP:
-                        await self._catch_up()
-                    elif isinstance(job, _SafetyAppend):
-                        await self._append_safety(job.events)
-                    elif isinstance(job, _Job):
-                        await self._run(job)
-                if time.monotonic() >= next_flush:
-                    await self._flush()
-                    next_flush = time.monotonic() + FLUSH_S
-            except Exception:
-                log.exception("room %s: write failed", self.race_id)
-                await asyncio.sleep(0.5)
+    async def _write(self, job: _Job | _SafetyAppend | str) -> None:
+        if job == FLUSH:
+            await self._flush()
+        elif job == _CATCH_UP:
+            await self._catch_up()
+        elif isinstance(job, _SafetyAppend):
+            await self._append_safety(job.events)
+        elif isinstance(job, _Job):
+            await self._run(job)
 
     async def _run(self, job: _Job) -> None:
         try:
@@ -860,13 +820,13 @@ class Room:
                     self.live.disqualify(evt.runner_id)
             frame = frames.event_frame(evt, now)
             if frame is not None:
-                await self._broadcast(frame)
+                await self.out.broadcast(frame)
                 self._dirty = True
         if any(isinstance(e, races.RaceFinished | races.RaceAborted) for e in events):
             if self.live is not None:
                 await self._standings(now)
             await self._flush()  # ack what arrived before the end, then close for good
-            await self._publish(Outbound("close", "", close_code=ROOM_OVER))
+            await self.out.close(ROOM_OVER)
             return
         done = set(state.finished) | set(state.disqualified)
         if (
@@ -877,13 +837,6 @@ class Room:
         ):
             self._closing_requested = True
             self._enqueue(_Job([races.Close(SYSTEM)], SYSTEM))
-
-
-def _to(out: Outbound, conn_id: str) -> Outbound:
-    """The same frame, addressed to one connection."""
-    return Outbound(
-        out.kind, out.text, "connection", conn_id, out.seq, out.personal, out.batch, out.close_code
-    )
 
 
 def _command(frame: Any, by: str) -> Any:

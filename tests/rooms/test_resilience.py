@@ -141,7 +141,7 @@ async def test_a_restart_mid_race_loses_no_acked_fix(tmp_path: Path) -> None:
 
     async def first_half(rid: str) -> None:
         ws, _ = await join(srv, race_id, world.tokens[rid])
-        sender = asyncio.create_task(send_paced(ws, gps_frames(tracks[rid], 25)))
+        sender = asyncio.create_task(send_paced(ws, gps_frames(tracks[rid], 50)))  # before the line
         try:
             while True:
                 frame = await recv(ws)
@@ -152,7 +152,9 @@ async def test_a_restart_mid_race_loses_no_acked_fix(tmp_path: Path) -> None:
         sender.cancel()
 
     halves = [asyncio.create_task(first_half(r)) for r in runners]
-    await asyncio.sleep(1.2)  # mid-stream: some fixes acked, some in flight
+    async with asyncio.timeout(30):  # mid-stream: some fixes acked, some in flight
+        while not all(acked[r] for r in runners):
+            await asyncio.sleep(0.05)
     await asyncio.to_thread(srv.stop)
     await asyncio.gather(*halves)
     assert all(acked[r] for r in runners)
