@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+import orjson
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.boards.base import BoardEntry
-from server.deps import BoardsDep, EngineDep, ProjectionsDep
+from server.boards.base import BoardEntry, BoardPage, Leaderboards
+from server.deps import BoardsDep, EngineDep
 from server.errors import ApiError
 from server.store.tables import Runner
 
@@ -51,53 +55,80 @@ class Page(BaseModel):
     entries: list[Entry]
 
 
-async def _with_handles(engine: EngineDep, entries: list[BoardEntry]) -> list[Entry]:
-    ids = [e.runner_id for e in entries]
-    handles: dict[str, str] = {}
-    if ids:
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                select(RUNNERS.c.id, RUNNERS.c.handle).where(RUNNERS.c.id.in_(ids))
-            )
-            handles = {rid: handle for rid, handle in rows}
+async def _handles(engine: AsyncEngine, ids: list[str]) -> dict[str, str]:
+    if not ids:
+        return {}
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(RUNNERS.c.id, RUNNERS.c.handle).where(RUNNERS.c.id.in_(ids))
+        )
+        return {rid: handle for rid, handle in rows}
+
+
+async def _with_handles(engine: AsyncEngine, entries: list[BoardEntry]) -> list[Entry]:
+    handles = await _handles(engine, [e.runner_id for e in entries])
     return [
         Entry(rank=e.rank, runner_id=e.runner_id, handle=handles.get(e.runner_id), score=e.score)
         for e in entries
     ]
 
 
-class PageCache:
-    """Rendered board pages, encoded once and served until the read models move (this process's
-    projection runner applied events) or `ttl_s` passes (other processes' writes)."""
+@dataclass(frozen=True, slots=True)
+class CachedPage:
+    """One rendered page: its body, the body's ETag and the board version it was rendered at."""
 
-    def __init__(self, ttl_s: float = 1.0, max_pages: int = 2048) -> None:
+    version: str
+    expires: float
+    body: bytes
+    etag: str
+
+
+class PageCache:
+    """Rendered board pages, encoded once and served while they are current.
+
+    Current means: the board's version has not moved (Redis keeps one per board and every process
+    bumps it on every write, so the check is exact across processes), or, on a backend without
+    versions (SQL, the single-process default), this process's projection runner has applied no
+    event since. Handles come from the accounts table, which no board version covers (a deleted
+    account loses its handle), so a page is also re-rendered after `ttl_s` at the latest.
+    """
+
+    def __init__(
+        self,
+        ttl_s: float = 1.0,
+        max_pages: int = 2048,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl_s = ttl_s
         self.max_pages = max_pages
-        self._pages: dict[tuple[str, int, int], tuple[int, float, bytes]] = {}
-        self._rendering: dict[tuple[str, int, int, int], asyncio.Future[bytes]] = {}
+        self.clock = clock
+        self._pages: dict[tuple[str, int, int], CachedPage] = {}
+        self._rendering: dict[tuple[str, int, int, str], asyncio.Future[CachedPage]] = {}
 
-    async def page(
-        self,
-        key: tuple[str, int, int],
-        version: int,
-        render: Callable[[], Awaitable[bytes]],
-    ) -> bytes:
-        """The cached page, or one render shared by every request that missed at once."""
-        now = time.monotonic()
-        body = self.get(key, version, now)
-        if body is not None:
-            return body
+    def get(self, key: tuple[str, int, int]) -> CachedPage | None:
+        """The page cached under `key`, unless it outlived `ttl_s`."""
+        hit = self._pages.get(key)
+        return hit if hit is not None and hit.expires > self.clock() else None
+
+    async def render(
+        self, key: tuple[str, int, int], version: str, render: Callable[[], Awaitable[bytes]]
+    ) -> CachedPage:
+        """Render the page at `version` once, shared by every request that missed at once."""
         flight = (*key, version)
         pending = self._rendering.get(flight)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[CachedPage] = asyncio.get_running_loop().create_future()
         self._rendering[flight] = future
         try:
+            now = self.clock()
             body = await render()
-            self.put(key, version, now, body)
-            future.set_result(body)
-            return body
+            page = CachedPage(version, now + self.ttl_s, body, _etag(body))
+            if len(self._pages) >= self.max_pages:
+                self._pages.clear()
+            self._pages[key] = page
+            future.set_result(page)
+            return page
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
@@ -105,54 +136,95 @@ class PageCache:
         finally:
             del self._rendering[flight]
 
-    def get(self, key: tuple[str, int, int], version: int, now: float) -> bytes | None:
-        hit = self._pages.get(key)
-        if hit is None or hit[0] != version or hit[1] <= now:
-            return None
-        return hit[2]
 
-    def put(self, key: tuple[str, int, int], version: int, now: float, body: bytes) -> None:
-        if len(self._pages) >= self.max_pages:
-            self._pages.clear()
-        self._pages[key] = (version, now + self.ttl_s, body)
+def _etag(body: bytes) -> str:
+    """A strong validator of the body itself: equal bodies, equal tags, in every process."""
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
 
 
-def get_page_cache(request: Request) -> PageCache:
-    cache: PageCache = request.state.board_pages
-    return cache
+def _matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 If-None-Match: `*`, or any listed tag equal under weak comparison."""
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
 
 
-PageCacheDep = Annotated[PageCache, Depends(get_page_cache)]
+async def _render(
+    engine: AsyncEngine, board: str, limit: int, offset: int, page: BoardPage
+) -> bytes:
+    """The `Page` document, encoded with orjson (the rows are built here, not validated)."""
+    handles = await _handles(engine, [e.runner_id for e in page.entries])
+    doc = {
+        "board": board,
+        "total": page.total,
+        "limit": limit,
+        "offset": offset,
+        "entries": [
+            {
+                "rank": e.rank,
+                "runner_id": e.runner_id,
+                "handle": handles.get(e.runner_id),
+                "score": e.score,
+            }
+            for e in page.entries
+        ],
+    }
+    return orjson.dumps(doc)
 
 
-@router.get("/{board}", response_model=Page)
+_NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not Modified: the `If-None-Match` tag is still current"}
+}
+
+
+@router.get("/{board}", response_model=Page, responses=_NOT_MODIFIED)
 async def top(
+    request: Request,
     board: BoardId,
-    boards: BoardsDep,
-    engine: EngineDep,
-    projections: ProjectionsDep,
-    cache: PageCacheDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    if_none_match: Annotated[str | None, Header(description="an `ETag` from before")] = None,
 ) -> Response:
     """The top of a board, `limit` entries from `offset` (rank = offset + 1 onwards).
 
-    Pages are cached for at most a second, and never past a change this server applied.
+    Every page carries an `ETag`; send it back in `If-None-Match` to get `304 Not Modified`
+    while the page is unchanged. A new result shows up at once; a handle change within a second.
     """
+    # The lifespan state is read here, not through dependencies: FastAPI runs plain-function
+    # dependencies in its thread pool, four thread hops per request on the hottest route.
+    state = request.state
+    boards: Leaderboards = state.boards
+    cache: PageCache = state.board_pages
+    key = (board, limit, offset)
+    cached = cache.get(key)
+    if boards.shared_versions:
+        read = await boards.page(board, limit, offset, unless=cached.version if cached else None)
+        if read is None:
+            assert cached is not None  # None only answers a version we sent
+            page = cached
+        else:
+            fresh = read
+            page = await cache.render(
+                key,
+                fresh.version or "",
+                lambda: _render(state.engine, board, limit, offset, fresh),
+            )
+    else:
+        version = f"local:{state.projections.applied}"
+        if cached is not None and cached.version == version:
+            page = cached
+        else:
 
-    async def render() -> bytes:
-        entries = await boards.top(board, limit, offset)
-        page = Page(
-            board=board,
-            total=await boards.count(board),
-            limit=limit,
-            offset=offset,
-            entries=await _with_handles(engine, entries),
-        )
-        return page.model_dump_json().encode()
+            async def read_and_render() -> bytes:
+                read = await boards.page(board, limit, offset)
+                assert read is not None  # no version given: always read
+                return await _render(state.engine, board, limit, offset, read)
 
-    body = await cache.page((board, limit, offset), projections.applied, render)
-    return Response(body, media_type="application/json")
+            page = await cache.render(key, version, read_and_render)
+    headers = {"ETag": page.etag, "Cache-Control": "no-cache"}
+    if if_none_match is not None and _matches(if_none_match, page.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(page.body, media_type="application/json", headers=headers)
 
 
 @router.get("/{board}/around/{user_id}", response_model=Page)

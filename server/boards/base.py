@@ -21,7 +21,7 @@ from typing import Protocol
 
 from game.ranking import Direction, Entry
 
-__all__ = ["BoardEntry", "Direction", "Entry", "Leaderboards"]
+__all__ = ["BoardEntry", "BoardPage", "Direction", "Entry", "Leaderboards"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +34,25 @@ class BoardEntry:
     reached_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class BoardPage:
+    """A page of a board and the board's total, read together.
+
+    `version` changes whenever the board changes (None on a backend that keeps no versions).
+    """
+
+    total: int
+    entries: list[BoardEntry]
+    version: str | None
+
+
 class Leaderboards(Protocol):
     """Ranked boards of one score per runner."""
+
+    #: True when `page` versions are kept beside the boards, so they move with every process's
+    #: writes (Redis). False when the backend keeps none: a cache of its pages must watch the
+    #: writes itself (SQL, written by this process's projections).
+    shared_versions: bool
 
     async def submit(
         self,
@@ -61,6 +78,14 @@ class Leaderboards(Protocol):
 
     async def top(self, board: str, limit: int = 100, offset: int = 0) -> list[BoardEntry]:
         """Entries at ranks offset+1 .. offset+limit, best first."""
+        ...
+
+    async def page(
+        self, board: str, limit: int = 100, offset: int = 0, *, unless: str | None = None
+    ) -> BoardPage | None:
+        """`top` and `count` of one moment, with the board's version. None when `unless` is the
+        board's current version (the caller's copy is current); a backend without versions
+        always reads."""
         ...
 
     async def rank(self, board: str, runner_id: str) -> BoardEntry | None:

@@ -29,7 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from game.ranking import Direction, Entry, check_reached_at, check_score, order_value
-from server.boards.base import BoardEntry, check_page, check_radius
+from server.boards.base import BoardEntry, BoardPage, check_page, check_radius
 from server.store.db import writer
 from server.store.tables import StoredBoardEntry
 
@@ -42,6 +42,9 @@ _BATCH = 5000
 
 class SqlLeaderboards:
     """`Leaderboards` on the SQLAlchemy async engine of `server.store.db.create_engine`."""
+
+    #: No versions: this backend's pages are cached against this process's projection runner.
+    shared_versions = False
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -167,6 +170,16 @@ class SqlLeaderboards:
         stmt = _entries(board).order_by(*_ORDER).limit(limit).offset(offset)
         rows = (await conn.execute(stmt)).all()
         return [_entry(offset + i, r) for i, r in enumerate(rows, start=1)]
+
+    async def page(
+        self, board: str, limit: int = 100, offset: int = 0, *, unless: str | None = None
+    ) -> BoardPage:
+        """`top` and `count` on one connection (one snapshot on SQLite). No versions: `unless`
+        is ignored and the page is always read."""
+        check_page(limit, offset)
+        async with self._reading() as conn:
+            entries = await self.top_in(conn, board, limit, offset)
+            return BoardPage(await self.count_in(conn, board), entries, None)
 
     async def rank(self, board: str, runner_id: str) -> BoardEntry | None:
         async with self._reading() as conn:

@@ -309,6 +309,136 @@ async def test_a_large_board_with_many_ties_matches_the_reference_ranking(
             )
 
 
+async def test_a_page_is_the_top_and_the_total_read_together(boards: Leaderboards) -> None:
+    entries = _distances(12)
+    await _submit_all(boards, entries, HIGHER)
+    expected = _oracle(entries, HIGHER)
+
+    page = await boards.page(BOARD, limit=5, offset=5)
+
+    assert page is not None
+    assert page.entries == expected[5:10] and page.total == 12
+    empty = await boards.page("weekly:2026-W48", limit=0)
+    assert empty is not None and (empty.total, empty.entries) == (0, [])
+    with pytest.raises(ValueError, match="offset"):
+        await boards.page(BOARD, limit=10, offset=-1)
+
+
+async def test_a_backend_without_versions_always_reads_the_page(
+    sql_boards: SqlLeaderboards,
+) -> None:
+    await _submit_all(sql_boards, _distances(3), HIGHER)
+    page = await sql_boards.page(BOARD, unless="anything")
+
+    assert not sql_boards.shared_versions
+    assert page is not None and page.version is None and page.total == 3
+
+
+def _redis_boards(redis_url: str, prefix: str) -> RedisLeaderboards:
+    return RedisLeaderboards(Redis.from_url(redis_url), prefix=prefix)
+
+
+async def _version(boards: RedisLeaderboards, board: str = BOARD) -> str:
+    page = await boards.page(board, limit=1)
+    assert page is not None and page.version is not None
+    return page.version
+
+
+async def test_the_redis_version_moves_with_every_change_and_only_then(redis_url: str) -> None:
+    boards = _redis_boards(redis_url, f"test:{uuid.uuid4().hex}")
+    try:
+        assert boards.shared_versions
+        await boards.submit(BOARD, "a", 10.0, 1, direction=HIGHER)
+        v1 = await _version(boards)
+        assert await boards.page(BOARD, limit=1, unless=v1) is None  # the caller's copy is current
+
+        await boards.submit(BOARD, "a", 10.0, 1, direction=HIGHER)  # a replayed write: no change
+        assert await _version(boards) == v1
+        await boards.remove(BOARD, "nobody")
+        assert await _version(boards) == v1
+
+        seen = {v1}
+        for change in (
+            boards.submit(BOARD, "b", 20.0, 2, direction=HIGHER),
+            boards.submit(BOARD, "a", 30.0, 3, direction=HIGHER),
+            boards.submit_many(BOARD, [Entry("c", 5.0, 4)], direction=HIGHER),
+            boards.remove(BOARD, "b"),
+        ):
+            await change
+            version = await _version(boards)
+            assert version not in seen
+            seen.add(version)
+            stale = await boards.page(BOARD, limit=10, unless=v1)
+            assert stale is not None and stale.version == version
+            assert stale.entries == await boards.top(BOARD, limit=10)
+
+        await boards.submit("xp:all", "z", 1.0, 9, direction=HIGHER)  # another board: no move
+        assert await _version(boards) == version
+    finally:
+        await boards.clear_all()
+        await boards.redis.aclose()
+
+
+async def test_a_cleared_or_lost_redis_board_never_gives_an_old_version_back(
+    redis_url: str,
+) -> None:
+    """Versions restart from a random value, so the same count of writes after a clear (or a
+    Redis that lost its data) does not land on a version a cache still holds."""
+    boards = _redis_boards(redis_url, f"test:{uuid.uuid4().hex}")
+    try:
+        await boards.submit(BOARD, "a", 10.0, 1, direction=HIGHER)
+        before = await _version(boards)
+        await boards.clear(BOARD)
+        after_clear = await boards.page(BOARD, unless=before)
+        assert after_clear is not None and after_clear.entries == []
+        await boards.submit(BOARD, "b", 99.0, 1, direction=HIGHER)
+        rewritten = await boards.page(BOARD, unless=before)
+        assert rewritten is not None and rewritten.version != before
+        assert [e.runner_id for e in rewritten.entries] == ["b"]
+
+        await boards.clear_all()
+        await boards.submit(BOARD, "a", 10.0, 1, direction=HIGHER)
+        assert await boards.page(BOARD, unless=before) is not None
+    finally:
+        await boards.clear_all()
+        await boards.redis.aclose()
+
+
+async def test_two_processes_on_one_redis_see_each_others_versions(redis_url: str) -> None:
+    prefix = f"test:{uuid.uuid4().hex}"
+    mine, theirs = _redis_boards(redis_url, prefix), _redis_boards(redis_url, prefix)
+    try:
+        await mine.submit(BOARD, "a", 10.0, 1, direction=HIGHER)
+        held = await mine.page(BOARD)
+        assert held is not None and held.version is not None
+
+        await theirs.submit(BOARD, "b", 20.0, 2, direction=HIGHER)
+
+        fresh = await mine.page(BOARD, unless=held.version)
+        assert fresh is not None
+        assert [e.runner_id for e in fresh.entries] == ["b", "a"] and fresh.total == 2
+    finally:
+        await mine.clear_all()
+        await mine.redis.aclose()
+        await theirs.redis.aclose()
+
+
+async def test_redis_pages_carry_runner_ids_of_any_bytes(redis_url: str) -> None:
+    """The page comes back as `<len>:<member>` items: ids with colons, digits and non-ASCII
+    letters must not confuse the split."""
+    boards = _redis_boards(redis_url, f"test:{uuid.uuid4().hex}")
+    ids = ["12:34", ":", "9", "ümlaut:ñ", "a" * 200, "x\ny"]
+    try:
+        entries = [Entry(r, float(i), i + 1) for i, r in enumerate(ids)]
+        await boards.submit_many(BOARD, entries, direction=LOWER)
+        page = await boards.page(BOARD, limit=10, offset=1)
+        assert page is not None
+        assert page.entries == _oracle(entries, LOWER)[1:]
+    finally:
+        await boards.clear_all()
+        await boards.redis.aclose()
+
+
 async def test_a_projection_writes_inside_its_own_transaction(
     sql_boards: SqlLeaderboards,
 ) -> None:
