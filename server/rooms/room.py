@@ -244,8 +244,6 @@ class Room:
                 outcome = live.add_fix(row.runner_id, fix, max(now, fix.t))
                 if outcome.finish is not None and row.runner_id not in st.finished:
                     self._enqueue(_Job([outcome.finish], SYSTEM))
-        for runner_id in st.disqualified:
-            live.disqualify(runner_id)
         self._dirty = True
 
     def _new_live(self) -> races.RaceLive:
@@ -255,6 +253,8 @@ class Room:
         live = races.RaceLive(st.distance_m, st.start_at, pace)
         live.paused_s = st.paused_s
         live.paused_at = st.paused_at
+        for runner_id in st.disqualified:  # e.g. disqualified in the lobby, before the countdown
+            live.disqualify(runner_id)
         return live
 
     # output

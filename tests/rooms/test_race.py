@@ -168,3 +168,28 @@ async def test_a_car_is_flagged_live_to_the_moderator_and_not_ranked(
     for ws in (mod, spec, runner):
         await ws.close()
     await drainer
+
+
+async def test_a_runner_disqualified_in_the_lobby_stays_disqualified_once_the_race_starts(
+    live: LiveServer, world: World
+) -> None:
+    cheat, honest = await world.users(2)
+    (moderator,) = await world.users(1, "moderator")
+    race_id = await world.race(moderator, [cheat, honest], 400.0)
+    mod, welcome = await join(live, race_id, world.tokens[moderator])
+    assert welcome["snapshot"]["race"]["status"] == "scheduled"  # the lobby
+    dq = {"type": "control", "action": "disqualify", "runner_id": cheat, "reason": "no chip"}
+    await mod.send(orjson.dumps(dq).decode())
+    await mod.send(orjson.dumps({"type": "control", "action": "start", "countdown_s": 3}).decode())
+
+    def rows(frame: dict[str, Any]) -> dict[str, str]:
+        if frame["type"] != "standings":
+            return {}
+        return {r["runner_id"]: r["status"] for r in frame["leaders"]}
+
+    seen: list[dict[str, Any]] = []
+    await _collect(mod, lambda f: len(rows(f)) == 2, seen, timeout=15.0)
+    assert rows(seen[-1]) == {cheat: "dq", honest: "running"}
+    numbered = [f.get("event", f["type"]) for f in seen if "seq" in f]
+    assert numbered == ["disqualified", "countdown"]
+    await mod.close()
