@@ -215,6 +215,9 @@ class RedisBackplane:
         self._listening = asyncio.Event()  # the pub/sub connection is up
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        #: Input waiting for the forwarder: (stream key, encoded message, written?).
+        self._input: deque[tuple[str, bytes, asyncio.Future[bool]]] = deque()
+        self._input_wake = asyncio.Event()
 
     # keys
 
@@ -234,6 +237,7 @@ class RedisBackplane:
             asyncio.create_task(self._listen(), name="backplane-listen"),
             asyncio.create_task(self._subscriptions(), name="backplane-subscribe"),
             asyncio.create_task(self._renew(), name="backplane-renew"),
+            asyncio.create_task(self._forwarder(), name="backplane-forward"),
         ]
 
     async def close(self) -> None:
@@ -249,6 +253,10 @@ class RedisBackplane:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        for _key, _raw, done in self._input:  # never written: the sockets were closed above
+            if not done.done():
+                done.set_result(False)
+        self._input.clear()
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -352,24 +360,50 @@ class RedisBackplane:
         if ready is not None and not ready.done():  # answers must not beat our subscription
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(ready), READY_WAIT_S)
-        data = {"m": encode_inbound(message)}
-        deadline = time.monotonic() + FORWARD_RETRY_S
-        while True:
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.xadd(k.input, data, maxlen=INPUT_MAXLEN)  # type: ignore[arg-type]
-                    pipe.expire(k.input, KEEP_S)
-                    await pipe.execute()
-                return
-            except (RedisError, OSError):
-                if time.monotonic() >= deadline:
-                    break
-                await asyncio.sleep(0.2)
+        if self._closed:
+            raise NoOwner(room_id)
+        done = asyncio.get_running_loop().create_future()
+        self._input.append((k.input, encode_inbound(message), done))
+        self._input_wake.set()
+        if await done:
+            return
         # Redis stays away: this process's sockets of the room reconnect later (their input
         # waits in the client, unacked) rather than end as if the room were over.
         log.warning("room %s: input not forwarded (Redis unreachable); sockets closed", room_id)
         await self._local.publish(room_id, Outbound("close", "", close_code=TAKEOVER_CLOSE))
         raise NoOwner(room_id)
+
+    async def _forwarder(self) -> None:
+        """Write every socket's input to the room streams in pipelined batches, one connection
+        at a time: a frame per socket at once would take a pooled connection each and exhaust
+        the pool (then lease renewals fail too). A batch Redis refuses is retried until its
+        items are `FORWARD_RETRY_S` old; those futures then get False."""
+        q = self._input
+        while True:
+            if not q:
+                self._input_wake.clear()
+                await self._input_wake.wait()
+                continue
+            batch = [q.popleft() for _ in range(min(len(q), READ_COUNT))]
+            started = time.monotonic()
+            while True:
+                try:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for key, raw, _done in batch:
+                            pipe.xadd(key, {"m": raw}, maxlen=INPUT_MAXLEN)
+                        for key in {key for key, _raw, _done in batch}:
+                            pipe.expire(key, KEEP_S)
+                        await pipe.execute()
+                    ok = True
+                    break
+                except (RedisError, OSError):
+                    if time.monotonic() - started >= FORWARD_RETRY_S:
+                        ok = False
+                        break
+                    await asyncio.sleep(0.2)
+            for _key, _raw, done in batch:
+                if not done.done():
+                    done.set_result(ok)
 
     async def _read(self, room_id: str, owned: _Owned) -> None:
         """Feed the owner's inbox from the room's input stream (pending entries first)."""
