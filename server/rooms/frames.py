@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from game import races, safety
@@ -38,16 +39,20 @@ def standing_row(s: races.Standing) -> dict[str, Any]:
     }
 
 
-def ranked_row(s: races.StandingRow) -> dict[str, Any]:
-    """`standing_row` of a `RaceLive.ranking` tuple."""
+def ranked_row(s: races.StandingRow, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`standing_row` of a `RaceLive.ranking` tuple; with `names`, the runner's `handle` too
+    (the leaders' rows: what a screen shows)."""
     rank, runner_id, distance_m, time_s, status = s
-    return {
+    row: dict[str, Any] = {
         "rank": rank,
         "runner_id": runner_id,
         "distance_m": distance_m,
         "time_s": time_s,
         "status": status,
     }
+    if names is not None:
+        row["handle"] = names.get(runner_id)
+    return row
 
 
 def event_frame(evt: Any, now: float) -> dict[str, Any] | None:

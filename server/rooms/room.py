@@ -66,10 +66,12 @@ from server.rooms.protocol import (
 from server.store.db import writer
 from server.store.event_store import ConcurrencyError, EventStore, NewEvent
 from server.store.read_models import RaceFixChunkRow
+from server.store.tables import Runner
 from server.tracks import decode_track, encode_track, stored_fix
 
 log = logging.getLogger(__name__)
 CHUNKS = RaceFixChunkRow.__table__  # type: ignore[attr-defined]
+RUNNERS = Runner.__table__  # type: ignore[attr-defined]
 
 FLUSH_S = 1.0
 FLUSH_FIXES = 50
@@ -159,6 +161,7 @@ class Room:
         self.falls: dict[str, game_safety.FallDetector] = {}
         self.spotters: dict[str, _Spotter] = {}  # conn id -> what it spots
         self.positions: dict[str, dict[str, Any]] = {}  # runner -> last fix (memory only)
+        self.names: dict[str, str] = {}  # registered runner -> handle (the leaders' rows)
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=10_000)
         self.writes = WriteQueue(f"room {race_id}", FLUSH_S, self._write, self._flush)
         self._dirty = False
@@ -184,6 +187,7 @@ class Room:
             game_safety.evolve, self.safety_state, (from_data(e.type, e.data) for e in alerts)
         )
         self.safety_version = alerts[-1].version if alerts else 0
+        await self._load_names(self.state.registered)
         await self._rebuild()
         if not await self.backplane.claim(self.race_id, self._inbox.put):
             raise RuntimeError(f"room {self.race_id} is owned elsewhere")
@@ -246,6 +250,16 @@ class Room:
                     self._enqueue(_Job([outcome.finish], SYSTEM))
         self._dirty = True
 
+    async def _load_names(self, runner_ids: Sequence[str]) -> None:
+        """The handles of `runner_ids` (accounts, not the event log: a deleted account's handle
+        goes with it)."""
+        missing = [r for r in runner_ids if r not in self.names]
+        if not missing:
+            return
+        stmt = select(RUNNERS.c.id, RUNNERS.c.handle).where(RUNNERS.c.id.in_(missing))
+        async with self.store.engine.connect() as conn:
+            self.names.update({row.id: row.handle for row in await conn.execute(stmt)})
+
     def _new_live(self) -> races.RaceLive:
         st = self.state
         assert st.start_at is not None
@@ -288,7 +302,9 @@ class Room:
         if st.results:
             snapshot["results"] = list(st.results)
         standings = self.live.ranking(st.registered) if self.live is not None else []
-        snapshot["leaders"] = [frames.ranked_row(s) for s in standings[: frames.LEADERS]]
+        snapshot["leaders"] = [
+            frames.ranked_row(s, self.names) for s in standings[: frames.LEADERS]
+        ]
         snapshot["count"] = len(standings)
         mine = next((s for s in standings if s[1] == runner_id), None)
         snapshot["you"] = self._personal_row(mine) if mine is not None else None
@@ -517,7 +533,7 @@ class Room:
             "tick": self._tick,
             "at": round(now, 3),
             "count": len(rows),
-            "leaders": [frames.ranked_row(s) for s in rows[: frames.LEADERS]],
+            "leaders": [frames.ranked_row(s, self.names) for s in rows[: frames.LEADERS]],
         }
         text = encode(head)[:-1]  # the closing brace comes with the per-runner part
         spotted = self._spotted()
@@ -806,6 +822,10 @@ class Room:
     async def _applied(self, events: list[Any], state: races.RaceState) -> None:
         """Committed: adopt the new state, drive the live engine, broadcast."""
         self.state = state
+        joined = [e.runner_id for e in events if isinstance(e, races.RunnerRegistered)]
+        if joined:
+            with contextlib.suppress(Exception):  # names are for screens: never block a race
+                await self._load_names(joined)
         now = self.clock()
         for evt in events:
             if isinstance(evt, races.CountdownStarted):
@@ -819,6 +839,8 @@ class Room:
                 elif isinstance(evt, races.RunnerDisqualified):
                     self.live.disqualify(evt.runner_id)
             frame = frames.event_frame(evt, now)
+            if isinstance(evt, races.RunnerRegistered) and frame is not None:
+                frame["handle"] = self.names.get(evt.runner_id)
             if frame is not None:
                 await self.out.broadcast(frame)
                 self._dirty = True

@@ -167,6 +167,14 @@ class World:
             await engine.dispose()
         return race_id
 
+    async def register(self, race_id: str, runner_id: str) -> None:
+        """Register a runner as the API would (the room catches up with the stream)."""
+        engine = create_engine(self.settings.database_url)
+        try:
+            await execute(EventStore(engine), f"race-{race_id}", races, races.Register(runner_id))
+        finally:
+            await engine.dispose()
+
     async def stream(self, race_id: str) -> list[Any]:
         engine = create_engine(self.settings.database_url)
         try:

@@ -20,6 +20,7 @@ from tests.rooms.conftest import (
     recv,
     send_paced,
     shifted,
+    until,
 )
 
 DISTANCE_M = 200.0
@@ -178,6 +179,10 @@ async def test_a_runner_disqualified_in_the_lobby_stays_disqualified_once_the_ra
     race_id = await world.race(moderator, [cheat, honest], 400.0)
     mod, welcome = await join(live, race_id, world.tokens[moderator])
     assert welcome["snapshot"]["race"]["status"] == "scheduled"  # the lobby
+    (late,) = await world.users(1)
+    await world.register(race_id, late)  # through the API: the room catches up and names them
+    joined = await until(mod, lambda f: f.get("event") == "registered")
+    assert joined["runner_id"] == late and joined["handle"] == f"u{late[:12]}"
     dq = {"type": "control", "action": "disqualify", "runner_id": cheat, "reason": "no chip"}
     await mod.send(orjson.dumps(dq).decode())
     await mod.send(orjson.dumps({"type": "control", "action": "start", "countdown_s": 3}).decode())
@@ -188,8 +193,10 @@ async def test_a_runner_disqualified_in_the_lobby_stays_disqualified_once_the_ra
         return {r["runner_id"]: r["status"] for r in frame["leaders"]}
 
     seen: list[dict[str, Any]] = []
-    await _collect(mod, lambda f: len(rows(f)) == 2, seen, timeout=15.0)
-    assert rows(seen[-1]) == {cheat: "dq", honest: "running"}
+    await _collect(mod, lambda f: len(rows(f)) == 3, seen, timeout=15.0)
+    assert rows(seen[-1]) == {cheat: "dq", honest: "running", late: "running"}
+    handles = {r["runner_id"]: r["handle"] for r in seen[-1]["leaders"]}
+    assert handles == {rid: f"u{rid[:12]}" for rid in (cheat, honest, late)}  # screens show names
     numbered = [f.get("event", f["type"]) for f in seen if "seq" in f]
     assert numbered == ["disqualified", "countdown"]
     await mod.close()
