@@ -5,7 +5,9 @@ One process, same workload, same database server (SQLite file in a temp dir; the
 
   1. single appends, one event per append at an expected version          events/s
   2. batched appends, 100 events per append at an expected version        events/s
-  3. commands: load a stream, fold a counter, append at expected version  commands/s
+  3. commands through `server.commands.execute` (load, fold, decide, append; its state
+     cache on), beside the peer's Application without and with its aggregate cache    commands/s
+  3b. the same shape by hand on the store (load all, fold, append), beside the peer's recorder
   4. replay: read the whole log in pages of 1,000                         events/s
 
 Every measurement runs `--runs` times (ours and the peer interleaved) and the median is reported.
@@ -52,6 +54,8 @@ from eventsourcing.sqlite import (  # noqa: E402
     SQLiteDatastore,
 )
 
+from game.events import event as domain_event  # noqa: E402
+from server.commands import execute  # noqa: E402
 from server.store.db import create_engine  # noqa: E402
 from server.store.event_store import EventStore, NewEvent  # noqa: E402
 from server.store.migrate import upgrade  # noqa: E402
@@ -161,6 +165,53 @@ async def ours_commands(store: EventStore, n: int, cap: float) -> float:
     return clock.rate(done)
 
 
+@domain_event("BenchCounterCreated")
+@dataclass(frozen=True, slots=True)
+class CounterCreated:
+    start: int
+
+
+@domain_event("BenchIncremented")
+@dataclass(frozen=True, slots=True)
+class Incremented:
+    by: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Increment:
+    by: int
+
+
+class CounterDecider:
+    """A decider with the shape of the `game/` modules: the count is the state."""
+
+    @staticmethod
+    def initial_state() -> int:
+        return 0
+
+    @staticmethod
+    def decide(state: int, command: Increment, now: Any) -> list[Any]:
+        return [Incremented(command.by, state + command.by)]
+
+    @staticmethod
+    def evolve(state: int, evt: Any) -> int:
+        return state + evt.by if isinstance(evt, Incremented) else int(evt.start)
+
+
+async def ours_commands_execute(store: EventStore, n: int, cap: float) -> float:
+    ids = [fresh("counter") for _ in range(COMMAND_STREAMS)]
+    for sid in ids:  # set-up, not timed
+        await store.append(sid, 0, [NewEvent.of(CounterCreated(0))])
+    clock, done = Clock(cap), 0
+    for i in range(n):
+        await execute(store, ids[i % COMMAND_STREAMS], CounterDecider, Increment(1))
+        done += 1
+        if clock.over():
+            break
+    return clock.rate(done)
+
+
 async def ours_fill(store: EventStore, total: int) -> None:
     """Top the log up to `total` events (batches of 1,000, one new stream each)."""
     have = await store.head_position()  # positions have no holes in this benchmark
@@ -250,7 +301,14 @@ class Counter(Aggregate):
 
 
 class CounterApp(Application):  # type: ignore[type-arg]
-    """No aggregate cache, no snapshots: every command loads the stream from the database."""
+    """No aggregate cache, no snapshots: every command loads the stream from the database
+    (unless the env turns its aggregate cache on, `cached_app`)."""
+
+
+#: The peer's own state cache: an LRU of aggregates, fast-forwarded from the database on each
+#: `get` (it reads the events after the cached version, as ours does); aggregates are deep-copied
+#: out of the cache (its default: its aggregates are mutable, our states are not).
+PEER_CACHE_ENV = {"AGGREGATE_CACHE_MAXSIZE": "512", "AGGREGATE_CACHE_FASTFORWARD": "y"}
 
 
 def peer_commands_app(app: CounterApp, n: int, cap: float) -> float:
@@ -356,6 +414,7 @@ async def bench_backend(
     store: EventStore,
     rec: Any,
     app: CounterApp,
+    cached_app: CounterApp,
     sz: Sizes,
     targets: dict[str, float],
 ) -> list[Row]:
@@ -391,7 +450,7 @@ async def bench_backend(
 
     row = Row(
         backend,
-        "3. load-decide-append (100 streams)",
+        "3. commands: execute (100 streams)",
         "commands/s",
         "≥ 3x peer",
         peer_label="Application",
@@ -400,14 +459,29 @@ async def bench_backend(
     await interleave(
         row,
         sz.runs,
-        lambda: ours_commands(store, sz.commands, cap),
+        lambda: ours_commands_execute(store, sz.commands, cap),
         lambda: peer_commands_app(app, sz.commands, cap),
     )
     rows.append(row)
 
     row = Row(
         backend,
-        "3b. load-decide-append (100 streams)",
+        "3c. commands: execute (100 streams)",
+        "commands/s",
+        "(both caches on)",
+        peer_label="Application + cache",
+    )
+    await interleave(
+        row,
+        sz.runs,
+        lambda: ours_commands_execute(store, sz.commands, cap),
+        lambda: peer_commands_app(cached_app, sz.commands, cap),
+    )
+    rows.append(row)
+
+    row = Row(
+        backend,
+        "3b. load-fold-append by hand (100 streams)",
         "commands/s",
         "(fairer peer)",
         peer_label="recorder",
@@ -495,12 +569,21 @@ async def run_sqlite(tmp: Path, sz: Sizes) -> list[Row]:
     app = CounterApp(
         {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp / "peer_app.db")}
     )
+    cached_app = CounterApp(
+        {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(tmp / "peer_app_cached.db"),
+            **PEER_CACHE_ENV,
+        }
+    )
     try:
         return await bench_backend(
-            "SQLite", store, rec, app, sz, {"single": 3_000, "batched": 20_000}
+            "SQLite", store, rec, app, cached_app, sz, {"single": 3_000, "batched": 20_000}
         )
     finally:
         app.close()
+        cached_app.close()
+        store.close()
         ds.close()
         await engine.dispose()
 
@@ -515,22 +598,24 @@ async def run_postgres(dbname: str, sz: Sizes) -> list[Row]:
     ds = PostgresDatastore(dbname, host, port, "postgres", "", originator_id_type="text")
     rec = PostgresApplicationRecorder(ds, events_table_name="peer_events")
     rec.create_table()
-    app = CounterApp(
-        {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "POSTGRES_DBNAME": dbname,
-            "POSTGRES_HOST": host,
-            "POSTGRES_PORT": str(port),
-            "POSTGRES_USER": "postgres",
-            "POSTGRES_PASSWORD": "",
-        }
-    )
+    pg_env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": dbname,
+        "POSTGRES_HOST": host,
+        "POSTGRES_PORT": str(port),
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_PASSWORD": "",
+    }
+    app = CounterApp(pg_env)
+    cached_app = CounterApp({**pg_env, **PEER_CACHE_ENV})
     try:
         return await bench_backend(
-            "PostgreSQL", store, rec, app, sz, {"single": 1_000, "batched": 15_000}
+            "PostgreSQL", store, rec, app, cached_app, sz, {"single": 1_000, "batched": 15_000}
         )
     finally:
         app.close()
+        cached_app.close()
+        store.close()
         ds.close()
         await engine.dispose()
 

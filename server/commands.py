@@ -3,21 +3,34 @@
 Load the stream, fold it with the decider's `evolve`, call the pure `decide`, append the new
 events at the version that was read. When another writer got there first the whole cycle runs
 again on the fresh stream (bounded), so a retry never decides on stale state.
+
+Loads start from a per-store state cache: the `(version, position, state)` of recently used
+streams, in a bounded LRU. A load then reads only the events from the cached version on (one
+query) and folds the ones after it. The event at the cached version comes back too and must sit
+at the cached position, so a log that was reset or restored under a running process is noticed
+(the entry is dropped and the stream read whole). Other processes' appends are seen because the
+load still goes to the database; a decision on a state that moved on meanwhile cannot land,
+because the append is checked at the version read. A version conflict drops the entry.
+States are immutable (deciders' `evolve` copies), so sharing one between callers is safe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from game.events import fold, from_data
 from server.store.event_store import AppendResult, ConcurrencyError, EventStore, NewEvent
 
 MAX_ATTEMPTS = 12
+#: Streams whose state a process keeps between commands (least recently used go first).
+STATE_CACHE_SIZE = 512
 
 
 class DeciderModule(Protocol):
@@ -35,12 +48,95 @@ class Outcome:
     result: AppendResult | None
 
 
+class CachedState(NamedTuple):
+    version: int
+    position: int  # of the event at `version`: a rewritten log does not match it
+    state: Any
+
+
+class StateCache:
+    """A bounded LRU of stream states, keyed by stream and decider."""
+
+    def __init__(self, maxsize: int = STATE_CACHE_SIZE) -> None:
+        self.maxsize = maxsize
+        self._entries: OrderedDict[tuple[str, object], CachedState] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, stream_id: str, decider: object) -> CachedState | None:
+        key = (stream_id, decider)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, stream_id: str, decider: object, entry: CachedState) -> None:
+        """Keep `entry` unless a newer version of the stream is cached already."""
+        if entry.version <= 0 or self.maxsize <= 0:
+            return
+        key = (stream_id, decider)
+        held = self._entries.get(key)
+        if held is not None and held.version > entry.version:
+            return
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+
+    def discard(self, stream_id: str, decider: object) -> None:
+        self._entries.pop((stream_id, decider), None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+_CACHES: weakref.WeakKeyDictionary[EventStore, StateCache] = weakref.WeakKeyDictionary()
+
+
+def state_cache(store: EventStore) -> StateCache:
+    """The state cache of `store` (one per store, so one per database and process)."""
+    cache = _CACHES.get(store)
+    if cache is None:
+        cache = _CACHES[store] = StateCache()
+    return cache
+
+
+async def _load(store: EventStore, stream_id: str, decider: DeciderModule) -> CachedState:
+    cache = state_cache(store)
+    held = cache.get(stream_id, decider)
+    if held is not None:
+        recorded = await store.load(stream_id, held.version - 1)
+        if (
+            recorded
+            and recorded[0].version == held.version
+            and (recorded[0].position == held.position)
+        ):
+            if len(recorded) == 1:
+                return held
+            events = [from_data(e.type, e.data) for e in recorded[1:]]
+            last = recorded[-1]
+            entry = CachedState(
+                last.version, last.position, fold(decider.evolve, held.state, events)
+            )
+            cache.put(stream_id, decider, entry)
+            return entry
+        cache.discard(stream_id, decider)  # the log under the entry changed: read it whole
+    recorded = await store.load(stream_id)
+    state = fold(
+        decider.evolve, decider.initial_state(), [from_data(e.type, e.data) for e in recorded]
+    )
+    if not recorded:
+        return CachedState(0, 0, state)
+    entry = CachedState(recorded[-1].version, recorded[-1].position, state)
+    cache.put(stream_id, decider, entry)
+    return entry
+
+
 async def load_state(store: EventStore, stream_id: str, decider: DeciderModule) -> tuple[Any, int]:
     """The stream's current state and version."""
-    recorded = await store.load(stream_id)
-    events = [from_data(e.type, e.data) for e in recorded]
-    state = fold(decider.evolve, decider.initial_state(), events)
-    return state, recorded[-1].version if recorded else 0
+    entry = await _load(store, stream_id, decider)
+    return entry.state, entry.version
 
 
 async def execute(
@@ -57,8 +153,10 @@ async def execute(
 
     `command` may be a function of the current state, for commands that depend on it.
     """
+    cache = state_cache(store)
     for attempt in range(MAX_ATTEMPTS):
-        state, version = await load_state(store, stream_id, decider)
+        entry = await _load(store, stream_id, decider)
+        state, version = entry.state, entry.version
         cmd = command(state) if callable(command) else command
         new = decider.decide(state, cmd, now or datetime.now(UTC))
         if not new:
@@ -72,10 +170,16 @@ async def execute(
                 idempotency_key=idempotency_key,
             )
         except ConcurrencyError:
+            cache.discard(stream_id, decider)
             if attempt == MAX_ATTEMPTS - 1:
                 raise
             # full jitter: writers that collided do not collide again in lockstep
             await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
             continue
-        return Outcome(fold(decider.evolve, state, new), new, result)
+        after = fold(decider.evolve, state, new)
+        if not result.duplicate and result.first_version == version + 1:
+            cache.put(
+                stream_id, decider, CachedState(result.last_version, result.last_position, after)
+            )
+        return Outcome(after, new, result)
     raise AssertionError("unreachable")

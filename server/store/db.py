@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
 from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 from server.config import to_async_url
 
@@ -25,11 +29,54 @@ def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
         "json_deserializer": orjson.loads,
     }
     if url.startswith("postgresql"):
-        kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True, pool_recycle=1800)
+        kwargs.update(pool_size=10, max_overflow=20, pool_recycle=1800)
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         _tune_sqlite(engine)
+    elif engine.dialect.driver == "asyncpg":
+        _ping_on_checkout(engine)
     return engine
+
+
+_UNPINGED: ContextVar[bool] = ContextVar("retrorun_unpinged", default=False)
+
+
+async def connect_unpinged(engine: AsyncEngine) -> AsyncConnection:
+    """A pooled connection checked out without the ping, for a caller whose first statement
+    is itself the ping: one that is safe to run again on a new connection when the pooled one
+    turns out to be dead (`EventStore` on PostgreSQL). The caller closes it."""
+    conn = engine.connect()
+    token = _UNPINGED.set(True)
+    try:
+        await conn.start()
+    finally:
+        _UNPINGED.reset(token)
+    return conn
+
+
+def _ping_on_checkout(engine: AsyncEngine) -> None:
+    """`pool_pre_ping` in one round trip instead of three.
+
+    SQLAlchemy's asyncpg ping wraps its `;` in BEGIN … ROLLBACK (for pgbouncer's transaction
+    mode, which we do not use), so every checkout cost three round trips before any work. Same
+    behaviour otherwise: a fresh connection is not pinged, and a failed ping invalidates the
+    whole pool (the server restarted) and checks out a new connection, so no request fails on
+    a stale connection.
+    """
+    target = engine.sync_engine
+
+    @event.listens_for(target, "connect")
+    def _fresh(_dbapi_conn: Any, record: Any) -> None:
+        record.info["retrorun_fresh"] = True
+
+    @event.listens_for(target, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if record.info.pop("retrorun_fresh", False) or _UNPINGED.get():
+            return
+        try:
+            await_only(dbapi_conn.driver_connection.fetchrow(";"))
+        except Exception as exc:  # any failure on an idle pooled connection: it is gone
+            raise InvalidatePoolError(f"ping failed: {exc!r}") from exc
 
 
 def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
@@ -47,6 +94,15 @@ def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
     )
     _tune_sqlite(sync)
     return sync
+
+
+def open_sqlite_reader(path: str) -> sqlite3.Connection:
+    """A plain sqlite3 connection for reads on the event store's reader threads (autocommit,
+    the same busy timeout; query_only, so nothing can write through it)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA query_only=ON")
+    return conn
 
 
 def _tune_sqlite(engine: AsyncEngine | Engine) -> None:

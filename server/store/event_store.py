@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
@@ -32,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from game.errors import Conflict
 from game.events import to_data
 from server import metrics
-from server.store.db import sqlite_writer_engine, writer
+from server.store.db import connect_unpinged, open_sqlite_reader, sqlite_writer_engine, writer
 from server.store.tables import IdempotencyKey, StoredEvent, StreamFence
 
 EVENTS = StoredEvent.__table__  # type: ignore[attr-defined]
@@ -95,6 +97,45 @@ _PG_CHECKED_INSERT = text(
 
 #: Key of the PostgreSQL advisory lock that orders appends (any constant; "RRUN" in ASCII).
 _APPEND_LOCK_KEY = 0x5252554E
+
+#: PostgreSQL fast path on the driver connection (asyncpg): BEGIN and the advisory lock go in one
+#: simple-query round trip, then the checked insert (a statement asyncpg keeps prepared), then
+#: COMMIT: three round trips where SQLAlchemy's begin/execute/commit took four.
+_PG_BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({_APPEND_LOCK_KEY})"
+_PG_RAW_CHECKED_INSERT = (
+    "INSERT INTO events (stream_id, version, type, schema_version, data, meta, recorded_at) "
+    "SELECT $1::varchar, $2::integer + t.ord, t.type, t.sv, t.data::jsonb, $3::text::jsonb, "
+    "$4::timestamptz "
+    "FROM unnest($5::text[], $6::integer[], $7::text[]) WITH ORDINALITY AS t(type, sv, data, ord) "
+    "WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1::varchar) "
+    "= $2::integer "
+    "RETURNING position"
+)
+_PG_RAW_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1"
+_PG_RAW_FENCE = _FENCE_SQL.format(s="$1::varchar", t="$2::bigint")
+_PG_RAW_FENCE_GET = "SELECT token FROM stream_fences WHERE stream_id = $1"
+_COLUMN_LIST = "position, stream_id, version, type, schema_version, data, meta, recorded_at"
+_PG_RAW_LOAD = (
+    f"SELECT {_COLUMN_LIST} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version"
+)
+
+#: SQLite reads on the reader threads (sqlite3 directly: one thread hop per read, rows mapped
+#: there with orjson and `datetime.fromisoformat` instead of SQLAlchemy's result processors).
+_SQLITE_LOAD = (
+    f"SELECT {_COLUMN_LIST} FROM events WHERE stream_id = ? AND version > ? ORDER BY version"
+)
+_SQLITE_READ_ALL = f"SELECT {_COLUMN_LIST} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+_SQLITE_READERS = 2
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under a pooled SQLAlchemy connection."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    return driver
 
 
 class ConcurrencyError(Conflict):
@@ -202,11 +243,28 @@ class EventStore:
             if self._sqlite_sync is not None
             else None
         )
+        # SQLite reads (`load`, `read_all`) run on reader threads with their own connections (WAL
+        # lets them read beside the writer): one thread hop per read instead of aiosqlite's
+        # several (BEGIN, execute, fetch, ROLLBACK).
+        self._sqlite_readers = (
+            ThreadPoolExecutor(_SQLITE_READERS, thread_name_prefix="event-store-reader")
+            if self._sqlite_sync is not None
+            else None
+        )
+        self._reader_local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
 
     def close(self) -> None:
-        """Release the SQLite writer thread and its connection (the engine stays the caller's)."""
+        """Release the SQLite threads and their connections (the engine stays the caller's)."""
         if self._sqlite_writer is not None:
             self._sqlite_writer.shutdown(wait=True)
+        if self._sqlite_readers is not None:
+            self._sqlite_readers.shutdown(wait=True)
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
         if self._sqlite_sync is not None:
             self._sqlite_sync.dispose()
 
@@ -242,6 +300,11 @@ class EventStore:
             if not result.duplicate:
                 metrics.EVENTS_APPENDED.inc(len(events))
                 self._notifier.notify()
+            return result
+        if self.is_postgres and expected_version is not None and idempotency_key is None:
+            result = await self._append_pg(stream_id, expected_version, events, meta, fence)
+            metrics.EVENTS_APPENDED.inc(len(events))
+            self._notifier.notify()
             return result
         async with self.engine.connect() as raw:
             conn = await writer(raw)
@@ -348,6 +411,75 @@ class EventStore:
             stmt = select(FENCES.c.token).where(FENCES.c.stream_id == stream_id)
             value = (await conn.execute(stmt)).scalar_one_or_none()
             return None if value is None else int(value)
+
+    async def _append_pg(
+        self,
+        stream_id: str,
+        expected: int,
+        events: Sequence[NewEvent],
+        meta: Mapping[str, Any] | None,
+        fence: int | None,
+    ) -> AppendResult:
+        """`append` at an expected version on PostgreSQL, on the driver connection: the same
+        statements as `append_in` (advisory lock, fence, checked insert) in fewer round trips."""
+        dumps = orjson.dumps
+        args = (
+            stream_id,
+            expected,
+            dumps(dict(meta or {})).decode(),
+            datetime.now(UTC),
+            [e.type for e in events],
+            [e.schema_version for e in events],
+            [dumps(dict(e.data)).decode() for e in events],
+        )
+        conn, pg = await self._pg_connection()
+        try:
+            try:
+                await pg.execute(_PG_BEGIN_LOCKED)
+            except Exception:
+                if not pg.is_closed():
+                    raise
+                conn, pg = await self._pg_reconnect(conn)  # nothing ran: run it once more
+                await pg.execute(_PG_BEGIN_LOCKED)
+            if fence is not None and await pg.fetchrow(_PG_RAW_FENCE, stream_id, fence) is None:
+                held = await pg.fetchval(_PG_RAW_FENCE_GET, stream_id)
+                raise StaleFence(stream_id, fence, held)
+            try:
+                positions = await pg.fetch(_PG_RAW_CHECKED_INSERT, *args)
+            except asyncpg.UniqueViolationError as exc:  # a writer outside the lock won
+                raise ConcurrencyError(stream_id, expected, expected + 1) from exc
+            if not positions:
+                actual = await pg.fetchval(_PG_RAW_VERSION, stream_id)
+                raise ConcurrencyError(stream_id, expected, int(actual))
+            await pg.execute("COMMIT")
+        except BaseException:
+            # SQLAlchemy does not know about this transaction, so its reset on return would
+            # not end it: roll back here, or drop the connection (and with it the transaction
+            # and the advisory lock) when that fails.
+            try:
+                await pg.execute("ROLLBACK")
+            except BaseException:
+                await conn.invalidate()
+                raise
+            raise
+        finally:
+            await conn.close()
+        last = max(r[0] for r in positions)
+        return AppendResult(stream_id, expected + 1, expected + len(events), last)
+
+    async def _pg_connection(self) -> tuple[AsyncConnection, Any]:
+        """A pooled connection and its asyncpg driver, without the checkout ping: the caller's
+        first statement pings, and on a dead connection it calls `_pg_reconnect` and runs that
+        statement again (safe: nothing ran on the dead one)."""
+        conn = await connect_unpinged(self.engine)
+        return conn, await _driver(conn)
+
+    async def _pg_reconnect(self, dead: AsyncConnection) -> tuple[AsyncConnection, Any]:
+        await dead.invalidate()
+        await dead.close()
+        conn = self.engine.connect()
+        await conn.start()  # pinged: a server restart invalidates the whole pool here
+        return conn, await _driver(conn)
 
     async def _append_checked_pg(
         self,
@@ -491,15 +623,58 @@ class EventStore:
             .where(EVENTS.c.stream_id == stream_id, EVENTS.c.version > after_version)
             .order_by(EVENTS.c.version)
         )
+        if self._sqlite_readers is not None:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._sqlite_readers, self._read_sqlite, _SQLITE_LOAD, (stream_id, after_version)
+            )
+        if self.is_postgres:  # one statement, no transaction, straight on the driver
+            conn, pg = await self._pg_connection()
+            try:
+                try:
+                    rows = await pg.fetch(_PG_RAW_LOAD, stream_id, after_version)
+                except Exception:
+                    if not pg.is_closed():
+                        raise
+                    conn, pg = await self._pg_reconnect(conn)
+                    rows = await pg.fetch(_PG_RAW_LOAD, stream_id, after_version)
+            finally:
+                await conn.close()
+            return [RecordedEvent(*r) for r in rows]
         async with self.engine.connect() as conn:
-            if self.is_postgres:  # one statement needs no transaction: saves BEGIN and ROLLBACK
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             return [RecordedEvent(*r) for r in (await conn.execute(stmt)).tuples()]
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Up to `limit` events of the whole log after `after_position`, in commit order."""
+        if self._sqlite_readers is not None:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._sqlite_readers, self._read_sqlite, _SQLITE_READ_ALL, (after_position, limit)
+            )
         async with self.engine.connect() as conn:
             return await self.read_all_in(conn, after_position, limit)
+
+    def _read_sqlite(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
+        """One read on a reader thread's own connection (autocommit: the SELECT is its own
+        snapshot), rows mapped as SQLAlchemy would: JSON by orjson, naive times as UTC."""
+        conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
+        if conn is None:
+            assert self._sqlite_sync is not None
+            conn = open_sqlite_reader(str(self._sqlite_sync.url.database))
+            self._reader_local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        rows = conn.execute(sql, params).fetchall()
+        loads, parse = orjson.loads, datetime.fromisoformat
+        out: list[RecordedEvent] = []
+        seen, at = None, _EPOCH
+        for position, sid, version, type_, sv, data, meta, recorded in rows:
+            if recorded != seen:  # one append's events share their time: parse it once
+                seen, at = recorded, parse(recorded)
+                if at.tzinfo is None:
+                    at = at.replace(tzinfo=UTC)
+            out.append(
+                RecordedEvent(position, sid, version, type_, sv, loads(data), loads(meta), at)
+            )
+        return out
 
     async def read_all_in(
         self, conn: AsyncConnection, after_position: int, limit: int
