@@ -123,7 +123,8 @@ def test_a_registered_runner_sees_the_countdown_and_live_standings_of_a_race(
             json={"title": "Browser Reverse 150", "distance_m": 150, "scheduled_at": scheduled},
             headers={"Authorization": f"Bearer {mod}"},
         ).json()
-        sims = [_runner(http, unique_handle("sim")) for _ in range(2)]
+        sim_handles = [unique_handle("sim") for _ in range(2)]
+        sims = [_runner(http, handle) for handle in sim_handles]
         for tok in sims:
             r = http.post(
                 f"/api/v1/races/{race['id']}/register", headers={"Authorization": f"Bearer {tok}"}
@@ -200,6 +201,8 @@ def test_a_registered_runner_sees_the_countdown_and_live_standings_of_a_race(
             first = float(page.inner_text("#standings tbody tr td.num").split()[0])
     page.wait_for_function(LEADER_AT_LEAST, arg=first + 3)
     expect(page.locator("#standings tr.me")).to_have_count(1)
+    for handle in sim_handles:  # other runners by name, not by id
+        expect(page.locator("#standings tbody")).to_contain_text(handle)
     expect(page.locator("#you-gap")).to_be_visible()
     expect(page.locator("#race-conn")).to_have_text("Live")
     expect(page.locator("#race-conn")).to_have_attribute("data-reconnects", "1")

@@ -157,6 +157,7 @@ export async function raceRoomScreen({ session, params, shareToken = null, names
   }
 
   function renderStandings(leaders, you, count) {
+    for (const r of leaders) if (r.handle) names.set(r.runner_id, r.handle);
     control?.setRunners([...(Array.isArray(state.race?.registered) ? state.race.registered : []),
       ...leaders.map((r) => r.runner_id)]);
     view.table.replaceChildren(...leaders.map((r) => row(r, r.runner_id === me)));
@@ -324,6 +325,7 @@ export async function raceRoomScreen({ session, params, shareToken = null, names
   }
 
   function onEvent(f) {
+    if (f.handle && f.runner_id) names.set(f.runner_id, f.handle);
     const who = f.runner_id === me ? "You" : nameOf(f.runner_id || "");
     switch (f.event) {
       case "registered": news(`${who} registered`); break;
