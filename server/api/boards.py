@@ -73,6 +73,10 @@ async def _with_handles(engine: AsyncEngine, entries: list[BoardEntry]) -> list[
     ]
 
 
+#: What a shared version check found: the page it held, and None (current) or a new board page.
+Checked = tuple["CachedPage | None", BoardPage | None]
+
+
 @dataclass(frozen=True, slots=True)
 class CachedPage:
     """One rendered page: its body, the body's ETag and the board version it was rendered at."""
@@ -91,6 +95,11 @@ class PageCache:
     versions (SQL, the single-process default), this process's projection runner has applied no
     event since. Handles come from the accounts table, which no board version covers (a deleted
     account loses its handle), so a page is also re-rendered after `ttl_s` at the latest.
+
+    Version checks are shared too (`check`): requests for one page that arrive while a check is
+    in flight wait for the next one, which starts when that one ends. So every request still gets
+    an answer read after it arrived (a run another server just ranked is on it), but a busy page
+    costs about one Redis round trip per round-trip time, not one per request.
     """
 
     def __init__(
@@ -104,11 +113,57 @@ class PageCache:
         self.clock = clock
         self._pages: dict[tuple[str, int, int], CachedPage] = {}
         self._rendering: dict[tuple[str, int, int, str], asyncio.Future[CachedPage]] = {}
+        #: Per page: the check waiting to start (every waiter arrived before it starts) ...
+        self._next_check: dict[tuple[str, int, int], asyncio.Future[Checked]] = {}
+        #: ... and the pages whose check is running now.
+        self._checking: set[tuple[str, int, int]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references to running checks
 
     def get(self, key: tuple[str, int, int]) -> CachedPage | None:
         """The page cached under `key`, unless it outlived `ttl_s`."""
         hit = self._pages.get(key)
         return hit if hit is not None and hit.expires > self.clock() else None
+
+    async def check(
+        self,
+        key: tuple[str, int, int],
+        read: Callable[[CachedPage | None], Awaitable[BoardPage | None]],
+    ) -> Checked:
+        """The page held when a check started after this call, and what `read(held)` gave: None
+        when `held` is current, else the board page to render. One check at a time per page."""
+        future = self._next_check.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._next_check[key] = future
+            if key not in self._checking:
+                self._start_check(key, read)
+        return await asyncio.shield(future)
+
+    def _start_check(
+        self,
+        key: tuple[str, int, int],
+        read: Callable[[CachedPage | None], Awaitable[BoardPage | None]],
+    ) -> None:
+        future = self._next_check.pop(key)
+        self._checking.add(key)
+        held = self.get(key)
+
+        async def run() -> None:
+            try:
+                future.set_result((held, await read(held)))
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
+                if not isinstance(exc, Exception):
+                    raise
+            finally:
+                self._checking.discard(key)
+                if key in self._next_check:  # requests arrived meanwhile: their turn
+                    self._start_check(key, read)
+
+        task = asyncio.create_task(run(), name="board-page-check")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def render(
         self, key: tuple[str, int, int], version: str, render: Callable[[], Awaitable[bytes]]
@@ -196,9 +251,12 @@ async def top(
     boards: Leaderboards = state.boards
     cache: PageCache = state.board_pages
     key = (board, limit, offset)
-    cached = cache.get(key)
     if boards.shared_versions:
-        read = await boards.page(board, limit, offset, unless=cached.version if cached else None)
+
+        async def check(held: CachedPage | None) -> BoardPage | None:
+            return await boards.page(board, limit, offset, unless=held.version if held else None)
+
+        cached, read = await cache.check(key, check)
         if read is None:
             assert cached is not None  # None only answers a version we sent
             page = cached
@@ -211,6 +269,7 @@ async def top(
             )
     else:
         version = f"local:{state.projections.applied}"
+        cached = cache.get(key)
         if cached is not None and cached.version == version:
             page = cached
         else:

@@ -16,8 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from game.generate import Profile
-from server.api.boards import PageCache
+from server.api.boards import CachedPage, PageCache
 from server.app import create_app
+from server.boards.base import BoardPage
 from server.config import Settings
 from tests.api.helpers import create_user, points, recent_track
 
@@ -207,3 +208,43 @@ def test_requests_that_miss_together_share_one_render() -> None:
 
     assert asyncio.run(scenario()) == [b"{}"] * 5
     assert calls == [1]
+
+
+def test_requests_during_a_version_check_wait_for_the_next_one() -> None:
+    """A check that started before a request arrived may have missed a write the request must
+    see: such requests share the next check instead, so three requests cost two reads."""
+    started: list[asyncio.Event] = []
+    release: list[asyncio.Event] = []
+
+    async def scenario() -> list[int]:
+        cache = PageCache()
+        key = ("xp:all", 100, 0)
+
+        async def read(held: CachedPage | None) -> BoardPage | None:
+            started.append(asyncio.Event())
+            release.append(asyncio.Event())
+            n = len(started)
+            started[-1].set()
+            await release[n - 1].wait()
+            return BoardPage(n, [], f"v{n}")
+
+        async def until_started(n: int) -> None:
+            for _ in range(100):  # bounded: a check starts within a few loop turns
+                if len(started) == n:
+                    return
+                await asyncio.sleep(0)
+
+        first = asyncio.ensure_future(cache.check(key, read))
+        await until_started(1)
+        later = [asyncio.ensure_future(cache.check(key, read)) for _ in range(2)]
+        await until_started(2)
+        assert len(started) == 1  # one check at a time
+        release[0].set()
+        results = [await first]
+        await until_started(2)  # the second check starts as the first ends
+        release[1].set()
+        results += [await f for f in later]
+        return [read_.total for _held, read_ in results if read_ is not None]
+
+    assert asyncio.run(scenario()) == [1, 2, 2]
+    assert len(started) == 2
