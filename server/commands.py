@@ -4,13 +4,14 @@ Load the stream, fold it with the decider's `evolve`, call the pure `decide`, ap
 events at the version that was read. When another writer got there first the whole cycle runs
 again on the fresh stream (bounded), so a retry never decides on stale state.
 
-Loads start from a per-store state cache: the `(version, position, state)` of recently used
-streams, in a bounded LRU. A load then reads only the events from the cached version on (one
-query) and folds the ones after it. The event at the cached version comes back too and must sit
-at the cached position, so a log that was reset or restored under a running process is noticed
-(the entry is dropped and the stream read whole). Other processes' appends are seen because the
-load still goes to the database; a decision on a state that moved on meanwhile cannot land,
-because the append is checked at the version read. A version conflict drops the entry.
+Loads start from a per-store state cache: the state of recently used streams with their version
+and the event at that version, in a bounded LRU. A load then reads only the events from the
+cached version on (one query) and folds the ones after it. The event at the cached version comes
+back too and must equal the cached one, so a log that was reset or restored under a running
+process is noticed (the entry is dropped and the stream read whole). Other processes' appends
+are seen because the load still goes to the database; a decision on a state that moved on
+meanwhile cannot land, because the append is checked at the version read. A version conflict
+drops the entry.
 States are immutable (deciders' `evolve` copies), so sharing one between callers is safe.
 """
 
@@ -26,7 +27,13 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 from game.events import fold, from_data
-from server.store.event_store import AppendResult, ConcurrencyError, EventStore, NewEvent
+from server.store.event_store import (
+    AppendResult,
+    ConcurrencyError,
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+)
 
 MAX_ATTEMPTS = 12
 #: Streams whose state a process keeps between commands (least recently used go first).
@@ -50,7 +57,7 @@ class Outcome:
 
 class CachedState(NamedTuple):
     version: int
-    position: int  # of the event at `version`: a rewritten log does not match it
+    last: RecordedEvent | None  # the event at `version`: a rewritten log does not match it
     state: Any
 
 
@@ -107,18 +114,12 @@ async def _load(store: EventStore, stream_id: str, decider: DeciderModule) -> Ca
     held = cache.get(stream_id, decider)
     if held is not None:
         recorded = await store.load(stream_id, held.version - 1)
-        if (
-            recorded
-            and recorded[0].version == held.version
-            and (recorded[0].position == held.position)
-        ):
+        if recorded and recorded[0] == held.last:
             if len(recorded) == 1:
                 return held
             events = [from_data(e.type, e.data) for e in recorded[1:]]
             last = recorded[-1]
-            entry = CachedState(
-                last.version, last.position, fold(decider.evolve, held.state, events)
-            )
+            entry = CachedState(last.version, last, fold(decider.evolve, held.state, events))
             cache.put(stream_id, decider, entry)
             return entry
         cache.discard(stream_id, decider)  # the log under the entry changed: read it whole
@@ -127,8 +128,8 @@ async def _load(store: EventStore, stream_id: str, decider: DeciderModule) -> Ca
         decider.evolve, decider.initial_state(), [from_data(e.type, e.data) for e in recorded]
     )
     if not recorded:
-        return CachedState(0, 0, state)
-    entry = CachedState(recorded[-1].version, recorded[-1].position, state)
+        return CachedState(0, None, state)
+    entry = CachedState(recorded[-1].version, recorded[-1], state)
     cache.put(stream_id, decider, entry)
     return entry
 
@@ -176,10 +177,7 @@ async def execute(
             # full jitter: writers that collided do not collide again in lockstep
             await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
             continue
-        after = fold(decider.evolve, state, new)
-        if not result.duplicate and result.first_version == version + 1:
-            cache.put(
-                stream_id, decider, CachedState(result.last_version, result.last_position, after)
-            )
-        return Outcome(after, new, result)
+        # The entry stays at the version read: the next load reads this append's events back
+        # (in the same query) and checks the log under the entry with them.
+        return Outcome(fold(decider.evolve, state, new), new, result)
     raise AssertionError("unreachable")
