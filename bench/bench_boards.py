@@ -50,7 +50,7 @@ from sqlalchemy import text  # noqa: E402
 
 from game.ranking import Direction, Entry, sort_key  # noqa: E402
 from server.boards.base import BoardEntry, Leaderboards  # noqa: E402
-from server.boards.redis import RedisLeaderboards  # noqa: E402
+from server.boards.redis import RedisLeaderboards, decode_member  # noqa: E402
 from server.boards.sql import SqlLeaderboards  # noqa: E402
 from server.store.db import create_engine  # noqa: E402
 from server.store.migrate import upgrade  # noqa: E402
@@ -236,6 +236,10 @@ class Report:
     name: str
     load_s: float = 0.0
     top: Latency | None = None
+    #: Redis only, sampled in turn with `top`: the read this backend used before (ZRANGE, one
+    #: bulk reply per member, decoded one by one), and a page read whose version is unchanged.
+    top_zrange: Latency | None = None
+    page_unchanged: Latency | None = None
     ranks: dict[str, Latency] = field(default_factory=dict)
     around: Latency | None = None
     mixed: Mixed | None = None
@@ -264,7 +268,10 @@ async def measure(
     n = len(entries)
     print(f"[{name}] loaded in {rep.load_s:.1f}s; measuring reads ...", flush=True)
 
-    rep.top = await timed(lambda i: boards.top(BOARD, 100), args.samples, args.budget)
+    if isinstance(boards, RedisLeaderboards):
+        rep.top, rep.top_zrange, rep.page_unchanged = await _redis_reads(boards, args)
+    else:
+        rep.top = await timed(lambda i: boards.top(BOARD, 100), args.samples, args.budget)
     for label, rank in rank_targets(n):
         runner = ordered[rank - 1]
         got = await boards.rank(BOARD, runner)
@@ -286,6 +293,41 @@ async def measure(
             boards, ordered, rates, args.mixed_seconds, rng, first_position=10 * n
         )
     return rep
+
+
+async def _redis_reads(
+    boards: RedisLeaderboards, args: argparse.Namespace
+) -> tuple[Latency, Latency, Latency]:
+    """top-100, the previous ZRANGE read and an unchanged-page check, one after the other in
+    each round (in turn first), so the three see the same load on a shared machine."""
+    zset = f"{boards.prefix}:{{{BOARD}}}:z"
+
+    async def zrange_top() -> list[BoardEntry]:
+        members: Any = await boards.redis.zrange(zset, 0, 99)
+        return [decode_member(i, m) for i, m in enumerate(members, start=1)]
+
+    page = await boards.page(BOARD, 100)
+    assert page is not None and page.version is not None
+    assert await zrange_top() == page.entries
+    version = page.version
+    ops: list[Callable[[], Awaitable[Any]]] = [
+        lambda: boards.top(BOARD, 100),
+        zrange_top,
+        lambda: boards.page(BOARD, 100, unless=version),
+    ]
+    out = [Latency(), Latency(), Latency()]
+    for op in ops * 10:  # warm up
+        await op()
+    deadline = time.perf_counter() + 3 * args.budget
+    for i in range(args.samples):
+        for k in range(3):
+            j = (i + k) % 3
+            t0 = time.perf_counter()
+            await ops[j]()
+            out[j].samples_ms.append((time.perf_counter() - t0) * 1000)
+        if i + 1 >= 20 and time.perf_counter() > deadline:
+            break
+    return out[0], out[1], out[2]
 
 
 async def _rank_of(boards: Leaderboards, runner: str, _i: int) -> BoardEntry | None:
@@ -397,7 +439,9 @@ def _ms(x: float) -> str:
     return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.0f}"
 
 
-def render(reports: list[Report], args: argparse.Namespace) -> str:
+def render(
+    reports: list[Report], args: argparse.Namespace, load: tuple[float, float] = (0.0, 0.0)
+) -> str:
     names = [r.name for r in reports]
     head = "| measure (ms) | " + " | ".join(names) + " |"
     sep = "|---|" + "---|" * len(names)
@@ -413,6 +457,8 @@ def render(reports: list[Report], args: argparse.Namespace) -> str:
 
     rows.append("| load (s) | " + " | ".join(f"{r.load_s:.1f}" for r in reports) + " |")
     row("top-100", lambda r: r.top)
+    row("top-100 as before (ZRANGE)", lambda r: r.top_zrange)
+    row("page check, unchanged", lambda r: r.page_unchanged)
     for label in reports[0].ranks:
         row(label, functools.partial(_rank_row, label))
     row("around r=5", lambda r: r.around)
@@ -427,12 +473,18 @@ def render(reports: list[Report], args: argparse.Namespace) -> str:
         f"Python {platform.python_version()}, redis-py {md.version('redis')}, "
         f"SQLAlchemy {md.version('sqlalchemy')}, "
         f"sortedcontainers {md.version('sortedcontainers')}; "
-        f"PostgreSQL and Redis on 127.0.0.1, {os.cpu_count()} CPUs shared by client and servers.",
+        f"PostgreSQL and Redis on 127.0.0.1, {os.cpu_count()} CPUs shared by client and servers "
+        f"(and by other engineers' test runs: 1-minute load average {load[0]:.2f} at the start, "
+        f"{load[1]:.2f} at the end; compare backends within this run, not across runs).",
         "",
         *rows,
         "",
         "`random` picks runners uniformly (the mean SQL rank is N/2). Load is `submit_many` in "
-        f"batches of {LOAD_BATCH:,} (plus VACUUM ANALYZE on PostgreSQL).",
+        f"batches of {LOAD_BATCH:,} (plus VACUUM ANALYZE on PostgreSQL). On Redis, `top-100` "
+        "(one Lua call: the page as one bulk string, with the total and the board's version), "
+        "`top-100 as before` (the ZRANGE read it replaced: one bulk reply per member) and "
+        "`page check, unchanged` (the API's per-request check when its cached page is current: "
+        "the version alone comes back) are sampled in turn, so they share the load.",
         "",
         "| target | result | met |",
         "|---|---|---|",
@@ -503,8 +555,9 @@ def main() -> None:
     parser.add_argument("--backends", default="redis,sql-sqlite,sql-postgres,sortedlist")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     reports = asyncio.run(main_async(args))
-    section = render(reports, args)
+    section = render(reports, args, (load_before, os.getloadavg()[0]))
     print()
     print(section)
     if args.no_write or len(reports) < 4:

@@ -4,6 +4,9 @@ Side by side in one run, with the same load generator (wrk, 1 thread, 16 connect
 
   retrorun-sql     `retrorun serve` (one uvicorn worker) on SQLite, board in the SQL backend
   retrorun-redis   the same server with RETRORUN_REDIS_URL: the board in Redis sorted sets
+  retrorun-redis, If-None-Match
+                   the Redis server again, every request sending the page's current ETag: what a
+                   phone polling an unchanged board costs (304, no body)
   starlette-static the peer: a bare Starlette app on uvicorn returning the same page, precomputed
                    (no database, no middleware): the ceiling for this server stack
 
@@ -36,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from redis.asyncio import Redis  # noqa: E402
 
 from game.ranking import Direction, Entry  # noqa: E402
-from server.boards.redis import RedisLeaderboards  # noqa: E402
+from server.boards.redis import DEFAULT_PREFIX, RedisLeaderboards  # noqa: E402
 from server.boards.sql import SqlLeaderboards  # noqa: E402
 from server.store.db import create_engine  # noqa: E402
 from server.store.migrate import upgrade  # noqa: E402
@@ -45,6 +48,9 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 HEADING = "## Leaderboards over HTTP"
 REDIS_DB_URL = "redis://127.0.0.1:6379/13"
 PATH = "/api/v1/leaderboards/xp:all?limit=100"
+#: The boards keeper's "boards were built" sentinel: without it the server would take the loaded
+#: board for one Redis lost and rebuild it from the (empty) event log, serving an empty board.
+SENTINEL = f"{DEFAULT_PREFIX}-meta:built"
 
 
 def free_port() -> int:
@@ -70,6 +76,7 @@ async def load_redis(rows: list[Entry]) -> None:
     try:
         await redis.flushdb()
         await RedisLeaderboards(redis).submit_many("xp:all", rows, direction=Direction.HIGHER)
+        await redis.set(SENTINEL, "bench_http_boards")
     finally:
         await redis.aclose()
 
@@ -82,23 +89,51 @@ async def flush_redis() -> None:
         await redis.aclose()
 
 
-def wait_up(port: int, path: str, limit_s: float = 30.0) -> None:
+def fetch(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    """One GET over a fresh connection: status, headers (lower-case names), body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        for _ in range(10_000):  # bounded: a page is a few kB
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), headers, body
+
+
+def wait_up(port: int, path: str, total: int, limit_s: float = 30.0) -> dict[str, str]:
+    """Wait for a 200 with the whole board behind it; returns the response headers."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-                if s.recv(12).startswith(b"HTTP/1.1 200"):
-                    return
+            status, headers, body = fetch(port, path)
+            if status == 200:
+                served = json.loads(body)["total"]
+                if served != total:  # e.g. a board wiped on start-up: measuring it is pointless
+                    raise RuntimeError(f"server on {port} serves a board of {served}, not {total}")
+                return headers
         except OSError:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"server on {port} did not answer {path}")
 
 
-def wrk(port: int, seconds: int) -> dict[str, float]:
+def wrk(port: int, seconds: int, headers: tuple[str, ...] = ()) -> dict[str, float]:
+    extra = [arg for h in headers for arg in ("-H", h)]
     out = subprocess.run(
-        ["wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}{PATH}"],
+        [
+            "wrk",
+            "-t1",
+            "-c16",
+            f"-d{seconds}s",
+            "--latency",
+            *extra,
+            f"http://127.0.0.1:{port}{PATH}",
+        ],
         capture_output=True,
         text=True,
         timeout=seconds + 30,
@@ -126,14 +161,21 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_server(cmd: list[str], env: dict[str, str], port: int, seconds: int) -> dict[str, float]:
+def run_server(
+    cmd: list[str], env: dict[str, str], port: int, seconds: int, total: int, *, revalidate: bool
+) -> list[dict[str, float]]:
+    """wrk against one server; with `revalidate`, a second run sending the page's ETag back."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_up(port, PATH)
-        before = cpu_s(proc.pid)
-        result = wrk(port, seconds)
-        result["cpu"] = (cpu_s(proc.pid) - before) / seconds * 100
-        return result
+        headers = wait_up(port, PATH, total)
+        runs = [()] + ([(f"If-None-Match: {headers['etag']}",)] if revalidate else [])
+        results = []
+        for sent in runs:
+            before = cpu_s(proc.pid)
+            result = wrk(port, seconds, sent)
+            result["cpu"] = (cpu_s(proc.pid) - before) / seconds * 100
+            results.append(result)
+        return results
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -168,6 +210,7 @@ def main() -> None:
     exe = str(Path(sys.executable).with_name("retrorun"))
     rows = entries(args.entries)
     results: dict[str, dict[str, float]] = {}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{tmp}/http.db"
         upgrade(db)
@@ -180,15 +223,17 @@ def main() -> None:
         }
         port = free_port()
         cmd = [exe, "serve", "--port", str(port)]
-        results["retrorun-sql"] = run_server(cmd, base, port, args.seconds)
+        n = args.entries
+        [results["retrorun-sql"]] = run_server(cmd, base, port, args.seconds, n, revalidate=False)
         body = Path(tmp) / "page.json"
         asyncio.run(load_redis(rows))
         try:
             port = free_port()
             env = {**base, "RETRORUN_REDIS_URL": REDIS_DB_URL}
-            results["retrorun-redis"] = run_server(
-                [exe, "serve", "--port", str(port)], env, port, args.seconds
-            )
+            cmd = [exe, "serve", "--port", str(port)]
+            full, revalidated = run_server(cmd, env, port, args.seconds, n, revalidate=True)
+            results["retrorun-redis"] = full
+            results["retrorun-redis, If-None-Match (304)"] = revalidated
         finally:
             asyncio.run(flush_redis())
         port = free_port()
@@ -199,23 +244,35 @@ def main() -> None:
         ]
         body.write_bytes(json.dumps(page).encode())
         peer = [sys.executable, "-c", PEER, str(port), str(body)]
-        results["starlette-static (peer)"] = run_server(peer, base, port, args.seconds)
+        [results["starlette-static (peer)"]] = run_server(
+            peer, base, port, args.seconds, n, revalidate=False
+        )
 
     load = os.getloadavg()
     lines = [
         HEADING,
         "",
         f"`.venv/bin/python bench/bench_http_boards.py --entries {args.entries} --seconds {args.seconds}`"
-        f" — {os.cpu_count()} cores, load average {load[0]:.2f} at the end; wrk 1 thread, 16 connections,"
+        f" — {os.cpu_count()} cores, 1-minute load average {load_before[0]:.2f} before and {load[0]:.2f} after"
+        f" (other engineers' suites share the cores); wrk 1 thread, 16 connections,"
         f" {args.seconds} s per server, `GET {PATH}` on a board of {args.entries:,} runners, one uvicorn worker.",
         "",
-        "| server | requests/s | p50 ms | p99 ms | server CPU % | non-2xx |",
+        "| server | requests/s | p50 ms | p99 ms | server CPU % | non-2xx/3xx |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         lines.append(
             f"| {name} | {r['rps']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['cpu']:.0f} | {r['errors']:.0f} |"
         )
+    peer = results["starlette-static (peer)"]["rps"]
+    lines += ["", "Share of the peer's requests/s in this run (the load moves between runs, the"]
+    lines += [
+        "ratio less): "
+        + "; ".join(
+            f"{name} {r['rps'] / peer:.1%}" for name, r in results.items() if "peer" not in name
+        )
+        + "."
+    ]
     lines += [
         "",
         "Target: ≥ 1,500 requests/s with p99 ≤ 50 ms on one worker. The peer serves the same bytes",
