@@ -4,14 +4,21 @@ Load the stream, fold it with the decider's `evolve`, call the pure `decide`, ap
 events at the version that was read. When another writer got there first the whole cycle runs
 again on the fresh stream (bounded), so a retry never decides on stale state.
 
-Loads start from a per-store state cache: the state of recently used streams with their version
-and the event at that version, in a bounded LRU. A load then reads only the events from the
-cached version on (one query) and folds the ones after it. The event at the cached version comes
-back too and must equal the cached one, so a log that was reset or restored under a running
-process is noticed (the entry is dropped and the stream read whole). Other processes' appends
-are seen because the load still goes to the database; a decision on a state that moved on
-meanwhile cannot land, because the append is checked at the version read. A version conflict
-drops the entry.
+A per-store state cache keeps the state of recently used streams (a bounded LRU) with their
+version and the position and time of the event at that version:
+
+- A read (`load_state`) reads only the events from the cached version on (one query) and folds
+  the ones after it. The event at the cached version comes back too and must be the cached one,
+  so a log that was reset or restored under a running process is noticed (the entry is dropped
+  and the stream read whole). Other processes' appends are always seen.
+- A command decides on the cached state without reading first and appends at the cached
+  version. The append is checked at that version, so a decision lands only if nobody (in any
+  process) appended since: then the cached state *was* the current one. Otherwise the append
+  is refused with a version conflict, the entry is dropped and the command runs again on a
+  fresh load. A refusal (`DomainError`) or a no-op decided on a cached state is confirmed on a
+  fresh load before it is answered, so no caller ever sees an answer given on a stale state.
+  After an append the entry moves on to the new version.
+
 States are immutable (deciders' `evolve` copies), so sharing one between callers is safe.
 """
 
@@ -57,8 +64,18 @@ class Outcome:
 
 class CachedState(NamedTuple):
     version: int
-    last: RecordedEvent | None  # the event at `version`: a rewritten log does not match it
+    #: Position and time of the event at `version`: a rewritten log does not match both.
+    position: int
+    recorded_at: datetime | None
     state: Any
+
+    def names(self, event: RecordedEvent) -> bool:
+        """Whether `event` is the one this entry was folded up to."""
+        return (event.version, event.position, event.recorded_at) == (
+            self.version,
+            self.position,
+            self.recorded_at,
+        )
 
 
 class StateCache:
@@ -110,16 +127,16 @@ def state_cache(store: EventStore) -> StateCache:
 
 
 async def _load(store: EventStore, stream_id: str, decider: DeciderModule) -> CachedState:
+    """The stream's state from the database, starting from the cached entry when it holds."""
     cache = state_cache(store)
     held = cache.get(stream_id, decider)
     if held is not None:
         recorded = await store.load(stream_id, held.version - 1)
-        if recorded and recorded[0] == held.last:
+        if recorded and held.names(recorded[0]):
             if len(recorded) == 1:
                 return held
             events = [from_data(e.type, e.data) for e in recorded[1:]]
-            last = recorded[-1]
-            entry = CachedState(last.version, last, fold(decider.evolve, held.state, events))
+            entry = _entry(recorded[-1], fold(decider.evolve, held.state, events))
             cache.put(stream_id, decider, entry)
             return entry
         cache.discard(stream_id, decider)  # the log under the entry changed: read it whole
@@ -128,10 +145,14 @@ async def _load(store: EventStore, stream_id: str, decider: DeciderModule) -> Ca
         decider.evolve, decider.initial_state(), [from_data(e.type, e.data) for e in recorded]
     )
     if not recorded:
-        return CachedState(0, None, state)
-    entry = CachedState(recorded[-1].version, recorded[-1], state)
+        return CachedState(0, 0, None, state)
+    entry = _entry(recorded[-1], state)
     cache.put(stream_id, decider, entry)
     return entry
+
+
+def _entry(last: RecordedEvent, state: Any) -> CachedState:
+    return CachedState(last.version, last.position, last.recorded_at, state)
 
 
 async def load_state(store: EventStore, stream_id: str, decider: DeciderModule) -> tuple[Any, int]:
@@ -155,13 +176,29 @@ async def execute(
     `command` may be a function of the current state, for commands that depend on it.
     """
     cache = state_cache(store)
-    for attempt in range(MAX_ATTEMPTS):
-        entry = await _load(store, stream_id, decider)
+    attempt, fresh_load = 0, False
+    while True:
+        entry = None if fresh_load else cache.get(stream_id, decider)
+        checked = entry is None  # read from the database just now, not taken from the cache
+        fresh_load = False
+        if entry is None:
+            entry = await _load(store, stream_id, decider)
         state, version = entry.state, entry.version
-        cmd = command(state) if callable(command) else command
-        new = decider.decide(state, cmd, now or datetime.now(UTC))
+        try:
+            cmd = command(state) if callable(command) else command
+            new = decider.decide(state, cmd, now or datetime.now(UTC))
+        except Exception:
+            if checked:
+                raise
+            cache.discard(stream_id, decider)  # confirm the refusal on a fresh load
+            fresh_load = True
+            continue
         if not new:
-            return Outcome(state, [], None)
+            if checked:
+                return Outcome(state, [], None)
+            cache.discard(stream_id, decider)
+            fresh_load = True
+            continue
         try:
             result = await store.append(
                 stream_id,
@@ -172,12 +209,20 @@ async def execute(
             )
         except ConcurrencyError:
             cache.discard(stream_id, decider)
-            if attempt == MAX_ATTEMPTS - 1:
+            fresh_load = True
+            if not checked:
+                continue  # the cached state was behind: a fresh load, no back-off
+            attempt += 1
+            if attempt == MAX_ATTEMPTS:
                 raise
             # full jitter: writers that collided do not collide again in lockstep
-            await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
+            await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * 2 ** (attempt - 1))))
             continue
-        # The entry stays at the version read: the next load reads this append's events back
-        # (in the same query) and checks the log under the entry with them.
-        return Outcome(fold(decider.evolve, state, new), new, result)
-    raise AssertionError("unreachable")
+        after = fold(decider.evolve, state, new)
+        if not result.duplicate:
+            cache.put(
+                stream_id,
+                decider,
+                CachedState(result.last_version, result.last_position, result.recorded_at, after),
+            )
+        return Outcome(after, new, result)

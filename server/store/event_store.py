@@ -211,6 +211,9 @@ class AppendResult:
     last_version: int
     last_position: int
     duplicate: bool = False
+    #: When the events were recorded (None for a duplicate): with `last_position` it names the
+    #: last event exactly (the command path's state cache checks the log against it).
+    recorded_at: datetime | None = None
 
 
 @dataclass
@@ -376,7 +379,9 @@ class EventStore:
         except IntegrityError as exc:  # a writer outside the lock discipline won the race
             actual = await self._current_version(conn, stream_id)
             raise ConcurrencyError(stream_id, current, actual) from exc
-        result = AppendResult(stream_id, current + 1, current + len(events), max(positions))
+        result = AppendResult(
+            stream_id, current + 1, current + len(events), max(positions), recorded_at=now
+        )
         if idempotency_key is not None:
             await conn.execute(
                 insert(IDEMPOTENCY).values(
@@ -423,11 +428,12 @@ class EventStore:
         """`append` at an expected version on PostgreSQL, on the driver connection: the same
         statements as `append_in` (advisory lock, fence, checked insert) in fewer round trips."""
         dumps = orjson.dumps
+        at = datetime.now(UTC)
         args = (
             stream_id,
             expected,
             dumps(dict(meta or {})).decode(),
-            datetime.now(UTC),
+            at,
             [e.type for e in events],
             [e.schema_version for e in events],
             [dumps(dict(e.data)).decode() for e in events],
@@ -465,7 +471,7 @@ class EventStore:
         finally:
             await conn.close()
         last = max(r[0] for r in positions)
-        return AppendResult(stream_id, expected + 1, expected + len(events), last)
+        return AppendResult(stream_id, expected + 1, expected + len(events), last, recorded_at=at)
 
     async def _pg_connection(self) -> tuple[AsyncConnection, Any]:
         """A pooled connection and its asyncpg driver, without the checkout ping: the caller's
@@ -491,11 +497,12 @@ class EventStore:
     ) -> AppendResult:
         """PostgreSQL, advisory lock already held: check and insert in one round trip."""
         dumps = orjson.dumps
+        now = datetime.now(UTC)
         params = {
             "sid": stream_id,
             "expected": expected,
             "meta": dumps(dict(meta or {})).decode(),
-            "at": datetime.now(UTC),
+            "at": now,
             "types": [e.type for e in events],
             "svs": [e.schema_version for e in events],
             "datas": [dumps(dict(e.data)).decode() for e in events],
@@ -508,7 +515,8 @@ class EventStore:
             raise ConcurrencyError(
                 stream_id, expected, await self._current_version(conn, stream_id)
             )
-        return AppendResult(stream_id, expected + 1, expected + len(events), max(positions))
+        last = max(positions)
+        return AppendResult(stream_id, expected + 1, expected + len(events), last, recorded_at=now)
 
     def _append_sqlite(
         self,
@@ -545,7 +553,8 @@ class EventStore:
                 current = cur.execute(_SQLITE_VERSION, (stream_id,)).fetchone()[0]
                 if expected_version is not None and current != expected_version:
                     raise ConcurrencyError(stream_id, expected_version, current)
-                at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+                now = datetime.now(UTC)
+                at = now.strftime("%Y-%m-%d %H:%M:%S.%f")
                 meta_doc = dict(meta or {})
                 if idempotency_key is not None:
                     meta_doc["idempotency_key"] = idempotency_key
@@ -569,7 +578,9 @@ class EventStore:
                 except sqlite3.IntegrityError as exc:  # cannot happen under BEGIN IMMEDIATE
                     raise ConcurrencyError(stream_id, current, current + 1) from exc
                 last = cur.execute("SELECT last_insert_rowid()").fetchone()[0]
-                result = AppendResult(stream_id, current + 1, current + len(events), last)
+                result = AppendResult(
+                    stream_id, current + 1, current + len(events), last, recorded_at=now
+                )
                 if idempotency_key is not None:
                     cur.execute(
                         _SQLITE_IDEM_INSERT,
@@ -618,11 +629,6 @@ class EventStore:
 
     async def load(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         """The stream's events after `after_version`, in version order."""
-        stmt = (
-            select(*_COLUMNS)
-            .where(EVENTS.c.stream_id == stream_id, EVENTS.c.version > after_version)
-            .order_by(EVENTS.c.version)
-        )
         if self._sqlite_readers is not None:
             return await asyncio.get_running_loop().run_in_executor(
                 self._sqlite_readers, self._read_sqlite, _SQLITE_LOAD, (stream_id, after_version)
@@ -640,6 +646,11 @@ class EventStore:
             finally:
                 await conn.close()
             return [RecordedEvent(*r) for r in rows]
+        stmt = (
+            select(*_COLUMNS)
+            .where(EVENTS.c.stream_id == stream_id, EVENTS.c.version > after_version)
+            .order_by(EVENTS.c.version)
+        )
         async with self.engine.connect() as conn:
             return [RecordedEvent(*r) for r in (await conn.execute(stmt)).tuples()]
 

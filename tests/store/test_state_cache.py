@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from game.errors import InvalidCommand
 from game.events import event
 from server import commands
 from server.commands import CachedState, StateCache, execute, load_state, state_cache
 from server.store.db import create_engine
-from server.store.event_store import ConcurrencyError, EventStore, NewEvent, RecordedEvent
+from server.store.event_store import ConcurrencyError, EventStore, NewEvent
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -41,7 +42,9 @@ class TallyDecider:
 
     @staticmethod
     def decide(state: int, command: Tally, now: datetime) -> list[Any]:
-        return [Tallied(command.by)]
+        if state + command.by < 0:
+            raise InvalidCommand("a tally never goes below zero", code="below_zero")
+        return [Tallied(command.by)] if command.by else []
 
     @staticmethod
     def evolve(state: int, evt: Tallied) -> int:
@@ -81,6 +84,49 @@ async def test_a_command_sees_what_another_process_appended_after_it_cached_the_
     assert await load_state(other, "tally-1", TallyDecider) == (1113, 5)
 
 
+async def test_a_command_on_a_cached_state_another_process_moved_on_is_decided_again(
+    store: EventStore, other: EventStore
+) -> None:
+    await execute(store, "tally-6", TallyDecider, Tally(1), now=NOW)
+    await other.append("tally-6", 1, [tallied(10)])  # this process's entry is now behind
+    seen: list[int] = []
+
+    def command(state: int) -> Tally:
+        seen.append(state)
+        return Tally(100)
+
+    outcome = await execute(store, "tally-6", TallyDecider, command, now=NOW)
+    assert seen == [1, 11]  # decided on the cached state, refused at its version, decided again
+    assert outcome.state == 111
+    assert [e.data["by"] for e in await store.load("tally-6")] == [1, 10, 100]
+    assert await load_state(other, "tally-6", TallyDecider) == (111, 3)
+
+
+async def test_a_refusal_on_a_cached_state_is_confirmed_on_the_fresh_stream(
+    store: EventStore, other: EventStore
+) -> None:
+    await execute(store, "tally-7", TallyDecider, Tally(1), now=NOW)
+    await other.append("tally-7", 1, [tallied(10)])
+    # Refused on the cached state (1 - 5 < 0) but fine on the real one (11 - 5).
+    outcome = await execute(store, "tally-7", TallyDecider, Tally(-5), now=NOW)
+    assert outcome.state == 6
+    # Refused on both: the refusal is answered.
+    with pytest.raises(InvalidCommand):
+        await execute(store, "tally-7", TallyDecider, Tally(-7), now=NOW)
+    await other.append("tally-7", 3, [tallied(-6)])
+    with pytest.raises(InvalidCommand):
+        await execute(store, "tally-7", TallyDecider, Tally(-1), now=NOW)
+
+
+async def test_a_no_op_on_a_cached_state_answers_with_the_fresh_state(
+    store: EventStore, other: EventStore
+) -> None:
+    await execute(store, "tally-8", TallyDecider, Tally(1), now=NOW)
+    await other.append("tally-8", 1, [tallied(10)])
+    outcome = await execute(store, "tally-8", TallyDecider, Tally(0), now=NOW)
+    assert (outcome.state, outcome.events, outcome.result) == (11, [], None)
+
+
 async def test_a_conflict_drops_the_entry_and_the_retry_decides_on_the_fresh_stream(
     store: EventStore, other: EventStore
 ) -> None:
@@ -101,6 +147,7 @@ async def test_a_conflict_drops_the_entry_and_the_retry_decides_on_the_fresh_str
             await other.append(stream_id, entry.version, [tallied(50)])
         return entry
 
+    state_cache(store).clear()  # the first attempt loads (the race is injected there)
     commands._load = load_then_race  # type: ignore[assignment]
     try:
         outcome = await execute(store, "tally-2", TallyDecider, command, now=NOW)
@@ -127,6 +174,7 @@ async def test_a_conflict_that_is_not_retried_leaves_no_entry_behind(
         return entry
 
     monkeypatch.setattr(commands, "_load", load_then_race)
+    state_cache(store).clear()
     with pytest.raises(ConcurrencyError):
         await execute(store, "tally-3", TallyDecider, Tally(1), now=NOW)
     assert state_cache(store).get("tally-3", TallyDecider) is None
@@ -157,13 +205,13 @@ async def test_the_cache_keeps_the_most_recently_used_streams_up_to_its_size(
         if i == 5:
             await load_state(store, "tally-lru-2", TallyDecider)  # used again: kept
         await store.append(f"tally-lru-{i}", 0, [tallied(i)])
-        await execute(store, f"tally-lru-{i}", TallyDecider, Tally(0), now=NOW)
+        await execute(store, f"tally-lru-{i}", TallyDecider, Tally(1), now=NOW)
     assert len(cache) == 3
     kept = [i for i in range(6) if cache.get(f"tally-lru-{i}", TallyDecider) is not None]
     assert kept == [2, 4, 5]
     # an evicted stream is simply read whole again
-    assert await load_state(store, "tally-lru-0", TallyDecider) == (0, 2)
-    assert await load_state(store, "tally-lru-1", TallyDecider) == (1, 2)
+    assert await load_state(store, "tally-lru-0", TallyDecider) == (1, 2)
+    assert await load_state(store, "tally-lru-1", TallyDecider) == (2, 2)
 
 
 async def test_a_duplicate_idempotent_command_answers_without_moving_the_cache(
@@ -177,14 +225,11 @@ async def test_a_duplicate_idempotent_command_answers_without_moving_the_cache(
 
 
 def test_an_entry_never_goes_back_to_an_older_version() -> None:
-    def at(version: int) -> RecordedEvent:
-        return RecordedEvent(version * 10, "s", version, "TestTallied", 1, {"by": 1}, {}, NOW)
-
     cache = StateCache(maxsize=4)
-    cache.put("s", TallyDecider, CachedState(5, at(5), "five"))
-    cache.put("s", TallyDecider, CachedState(3, at(3), "three"))
-    cache.put("empty", TallyDecider, CachedState(0, None, "nothing"))
-    assert cache.get("s", TallyDecider) == CachedState(5, at(5), "five")
+    cache.put("s", TallyDecider, CachedState(5, 50, NOW, "five"))
+    cache.put("s", TallyDecider, CachedState(3, 30, NOW, "three"))
+    cache.put("empty", TallyDecider, CachedState(0, 0, None, "nothing"))
+    assert cache.get("s", TallyDecider) == CachedState(5, 50, NOW, "five")
     assert cache.get("empty", TallyDecider) is None
     assert len(StateCache(maxsize=0)) == 0
 
@@ -264,3 +309,23 @@ async def test_a_refused_append_leaves_no_transaction_open_on_its_connection(
         assert open_.scalar_one() == 0
     # and the advisory lock is free: another append goes through at once
     await store.append("p-2", 1, [tallied(3)])
+
+
+async def test_the_entry_an_append_leaves_names_the_stored_event_exactly(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an append the entry carries the new event's position and time as stored, so the
+    next read checks it with one short query instead of reading the stream whole."""
+    await store.append("tally-9", 0, [tallied(1)])
+    await execute(store, "tally-9", TallyDecider, Tally(2), now=NOW)
+    await execute(store, "tally-9", TallyDecider, Tally(3), now=NOW)
+    reads: list[int] = []
+    original = store.load
+
+    async def spy(stream_id: str, after_version: int = 0) -> list[Any]:
+        reads.append(after_version)
+        return await original(stream_id, after_version)
+
+    monkeypatch.setattr(store, "load", spy)
+    assert await load_state(store, "tally-9", TallyDecider) == (6, 3)
+    assert reads == [2]
