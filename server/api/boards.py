@@ -16,7 +16,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.boards.base import BoardEntry, BoardPage, Leaderboards
-from server.deps import BoardsDep, EngineDep
 from server.errors import ApiError
 from server.store.tables import Runner
 
@@ -73,10 +72,6 @@ async def _with_handles(engine: AsyncEngine, entries: list[BoardEntry]) -> list[
     ]
 
 
-#: What a shared version check found: the page it held, and None (current) or a new board page.
-Checked = tuple["CachedPage | None", BoardPage | None]
-
-
 @dataclass(frozen=True, slots=True)
 class CachedPage:
     """One rendered page: its body, the body's ETag and the board version it was rendered at."""
@@ -85,6 +80,10 @@ class CachedPage:
     expires: float
     body: bytes
     etag: str
+
+
+#: What a shared version check found: the page it held, and None (current) or a new board page.
+Checked = tuple[CachedPage | None, BoardPage | None]
 
 
 class PageCache:
@@ -288,13 +287,14 @@ async def top(
 
 @router.get("/{board}/around/{user_id}", response_model=Page)
 async def around(
+    request: Request,
     board: BoardId,
     user_id: Annotated[str, Path(max_length=64)],
-    boards: BoardsDep,
-    engine: EngineDep,
     radius: Annotated[int, Query(ge=0, le=50)] = 5,
 ) -> Page:
     """The runners ranked just above and below one runner."""
+    boards: Leaderboards = request.state.boards  # not a dependency: no thread-pool hop (`top`)
+    engine: AsyncEngine = request.state.engine
     entries = await boards.around(board, user_id, radius)
     if not entries:
         raise ApiError(404, "not_ranked", "that runner is not on this board")

@@ -23,6 +23,9 @@ Versions: every write that changes a board increments its `:v` counter in the sa
 the version moves with every process's writes and a page read with its version is a consistent
 snapshot. A counter that does not exist yet (a new board, a cleared one, a Redis that lost its
 data) starts from a random 52-bit value, so a version never comes back with other contents.
+A board written before versions existed has no counter (its version reads as empty) until its
+next write; the API's cached pages also expire after a second, which bounds what a process still
+running older code (writing without a bump) could leave unseen during a rolling upgrade.
 `page` reads the version, the total and the page in one script, and when the caller already holds
 the current version it answers with the version alone (a few bytes): that is how the API's page
 cache stays exact across processes for one small round trip. The page comes back as one bulk

@@ -248,3 +248,16 @@ def test_requests_during_a_version_check_wait_for_the_next_one() -> None:
 
     assert asyncio.run(scenario()) == [1, 2, 2]
     assert len(started) == 2
+
+
+def test_the_runners_around_one_runner(app: TestClient) -> None:
+    ann = _sign_up(app, "ann")
+    board = _club_board(app, ann)
+    _run(app, ann, Profile.HONEST_RECREATIONAL, 47)
+    ann_id = _me(app, ann)
+
+    page = app.get(f"{board}/around/{ann_id}?radius=3").json()
+
+    assert [e["runner_id"] for e in page["entries"]] == [ann_id]
+    assert page["entries"][0]["handle"] == "ann" and page["offset"] == 0
+    assert app.get(f"{board}/around/nobody").status_code == 404
