@@ -4,6 +4,7 @@ restart on the same database and port, SDK clients that reconnect and resend una
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -11,7 +12,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.reliability.harness import (
     SMALL,
@@ -30,6 +34,7 @@ from tests.reliability.harness import (
     wait_acked,
     windows_p99,
 )
+from tests.rooms.conftest import gps_frames
 
 # SMALL sends 5 fixes a second per runner: a 5 s restart queues ~30, under the room burst of 40
 
@@ -169,3 +174,51 @@ async def test_kill_9_mid_race_on_postgresql_loses_no_acked_fix(
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+async def _busy_client(url: str, token: str, frames: list[dict[str, Any]], busy: bool) -> int:
+    """A runner's socket; a busy one stops reading for a while and keeps sending meanwhile (a
+    phone whose app is busy). Returns the close code it saw."""
+    ws = await connect(url, compression=None, ping_interval=None, max_queue=None)
+    await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+    async with asyncio.timeout(10):
+        while orjson.loads(await ws.recv())["type"] != "welcome":
+            pass
+    if busy:
+        ws.transport.pause_reading()
+        with contextlib.suppress(ConnectionClosed):
+            for i in range(400):  # resent fixes: the room acks them, nothing new is applied
+                frame = {**frames[i % len(frames)], "seq": 1 + i % len(frames)}
+                await ws.send(orjson.dumps(frame).decode())
+                await asyncio.sleep(0.005)
+        ws.transport.resume_reading()
+    with contextlib.suppress(ConnectionClosed):
+        async with asyncio.timeout(20):
+            async for _ in ws:
+                pass
+    return int(ws.close_code or 0)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(
+    strict=True,
+    reason="uvicorn closes sockets with unread input abortively on SIGTERM (docs/reliability.md)",
+)
+async def test_sigterm_closes_1012_even_for_a_runner_that_was_not_reading(tmp_path: Path) -> None:
+    srv = _server(f"sqlite:///{tmp_path / 'busy.db'}", tmp_path)
+    await asyncio.to_thread(srv.start)
+    try:
+        setup = await make_race(srv.database_url, n_runners=4, distance_m=150.0)
+        url = f"{srv.ws_url}/{setup.race_id}"
+        clients = [
+            asyncio.create_task(
+                _busy_client(url, setup.world.tokens[r], gps_frames(setup.tracks[r]), i % 2 == 0)
+            )
+            for i, r in enumerate(setup.runners)
+        ]
+        await asyncio.sleep(1.0)  # the busy ones have stopped reading and are sending
+        await asyncio.to_thread(srv.kill, signal.SIGTERM)
+        codes = await asyncio.wait_for(asyncio.gather(*clients), 30)
+        assert codes == [1012] * 4, codes
+    finally:
+        srv.kill()
