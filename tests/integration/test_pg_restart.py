@@ -139,7 +139,7 @@ async def test_postgresql_restarted_mid_race_loses_no_acked_fix_nor_upload(
 
     async def run(rid: str) -> None:
         conn = conns[rid]
-        await conn.connect()
+        await conn.connect(retry=True)
         reader = asyncio.create_task(consume(conn, rid))
         async with asyncio.timeout(150):
             for f in gps_frames(tracks[rid], expected[rid][0] + 1):

@@ -126,7 +126,7 @@ async def test_redis_restarted_empty_mid_race_loses_no_acked_fix_and_boards_come
 
     watchers = [sdk(i, s) for i, s in enumerate(spectators)]
     for w in watchers:
-        await w.connect()
+        await w.connect(retry=True)
     epoch_before = {w.epoch for w in watchers}
     assert len(epoch_before) == 1 and None not in epoch_before
 
@@ -145,7 +145,7 @@ async def test_redis_restarted_empty_mid_race_loses_no_acked_fix_and_boards_come
 
     async def run(rid: str) -> None:
         conn = conns[rid]
-        await conn.connect()
+        await conn.connect(retry=True)
         reader = asyncio.create_task(consume(conn, rid))
         async with asyncio.timeout(100):
             for f in gps_frames(tracks[rid], expected[rid][0] + 1):
