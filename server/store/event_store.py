@@ -30,6 +30,7 @@ import orjson
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from game.errors import Conflict
 from game.events import to_data
@@ -108,6 +109,25 @@ _PG_RAW_CHECKED_INSERT = (
     "$4::timestamptz "
     "FROM unnest($5::text[], $6::integer[], $7::text[]) WITH ORDINALITY AS t(type, sv, data, ord) "
     "WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1::varchar) "
+    "= $2::integer "
+    "RETURNING position"
+)
+#: An unfenced append in one statement and one round trip, committed on its own (autocommit).
+#: The lock is a MATERIALIZED CTE read by the first term of the one-time filter, so it is taken
+#: before any row is produced, i.e. before `nextval` draws a position (the plan is
+#: `Result (One-Time Filter: lock AND version) -> Function Scan on unnest`), and held to the
+#: commit: position order is still commit order. The statement's snapshot predates the lock
+#: wait, so the version subquery may miss an append that committed during the wait; the insert
+#: then lands on a version that exists and the unique (stream_id, version) key refuses it
+#: (a conflict, as it should be). No gap and no duplicate version either way.
+_PG_APPEND_ONE_TRIP = (
+    f"WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({_APPEND_LOCK_KEY})) "
+    "INSERT INTO events (stream_id, version, type, schema_version, data, meta, recorded_at) "
+    "SELECT $1::varchar, $2::integer + t.ord, t.type, t.sv, t.data::jsonb, $3::text::jsonb, "
+    "$4::timestamptz "
+    "FROM unnest($5::text[], $6::integer[], $7::text[]) WITH ORDINALITY AS t(type, sv, data, ord) "
+    "WHERE (SELECT count(*) FROM lock) = 1 "
+    "AND (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1::varchar) "
     "= $2::integer "
     "RETURNING position"
 )
@@ -254,6 +274,7 @@ class EventStore:
             if self._sqlite_sync is not None
             else None
         )
+        self._writer_raw: PoolProxiedConnection | None = None
         self._reader_local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
@@ -262,6 +283,9 @@ class EventStore:
         """Release the SQLite threads and their connections (the engine stays the caller's)."""
         if self._sqlite_writer is not None:
             self._sqlite_writer.shutdown(wait=True)
+        if self._writer_raw is not None:
+            self._writer_raw.close()
+            self._writer_raw = None
         if self._sqlite_readers is not None:
             self._sqlite_readers.shutdown(wait=True)
         with self._reader_lock:
@@ -425,8 +449,9 @@ class EventStore:
         meta: Mapping[str, Any] | None,
         fence: int | None,
     ) -> AppendResult:
-        """`append` at an expected version on PostgreSQL, on the driver connection: the same
-        statements as `append_in` (advisory lock, fence, checked insert) in fewer round trips."""
+        """`append` at an expected version on PostgreSQL, on the driver connection: one
+        statement when unfenced; with a fence, the statements of `append_in` (advisory lock,
+        fence, checked insert) in three round trips."""
         dumps = orjson.dumps
         at = datetime.now(UTC)
         args = (
@@ -438,6 +463,8 @@ class EventStore:
             [e.schema_version for e in events],
             [dumps(dict(e.data)).decode() for e in events],
         )
+        if fence is None:
+            return await self._append_pg_one_trip(stream_id, expected, len(events), args)
         conn, pg = await self._pg_connection()
         try:
             try:
@@ -472,6 +499,37 @@ class EventStore:
             await conn.close()
         last = max(r[0] for r in positions)
         return AppendResult(stream_id, expected + 1, expected + len(events), last, recorded_at=at)
+
+    async def _append_pg_one_trip(
+        self, stream_id: str, expected: int, count: int, args: tuple[Any, ...]
+    ) -> AppendResult:
+        conn, pg = await self._pg_connection()
+        try:
+            try:
+                try:
+                    rows = await pg.fetch(_PG_APPEND_ONE_TRIP, *args)
+                except asyncpg.UniqueViolationError:
+                    raise
+                except Exception:
+                    if not pg.is_closed():
+                        raise
+                    # A dead pooled connection. Running the append again is safe even if the
+                    # first one did commit: it is at the same expected version, so it would be
+                    # refused as a conflict, never written twice.
+                    conn, pg = await self._pg_reconnect(conn)
+                    rows = await pg.fetch(_PG_APPEND_ONE_TRIP, *args)
+            except asyncpg.UniqueViolationError as exc:  # moved on during the lock wait
+                raise ConcurrencyError(stream_id, expected, expected + 1) from exc
+            if not rows:
+                actual = await pg.fetchval(_PG_RAW_VERSION, stream_id)
+                raise ConcurrencyError(stream_id, expected, int(actual))
+        except asyncio.CancelledError:  # cut off mid-statement: drop the connection
+            await conn.invalidate()
+            raise
+        finally:
+            await conn.close()
+        last = max(r[0] for r in rows)
+        return AppendResult(stream_id, expected + 1, expected + count, last, recorded_at=args[3])
 
     async def _pg_connection(self) -> tuple[AsyncConnection, Any]:
         """A pooled connection and its asyncpg driver, without the checkout ping: the caller's
@@ -530,9 +588,11 @@ class EventStore:
         """`append` on the writer thread: BEGIN IMMEDIATE … COMMIT with driver SQL."""
         assert self._sqlite_sync is not None
         dumps = orjson.dumps
-        raw = self._sqlite_sync.raw_connection()
+        raw = self._writer_raw
+        if raw is None:  # the writer thread keeps its one connection: no pool round per append
+            raw = self._writer_raw = self._sqlite_sync.raw_connection()
+        cur = raw.cursor()
         try:
-            cur = raw.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
                 if (
@@ -559,25 +619,27 @@ class EventStore:
                 if idempotency_key is not None:
                     meta_doc["idempotency_key"] = idempotency_key
                 meta_s = dumps(meta_doc).decode()
-                try:
-                    cur.executemany(
-                        _SQLITE_INSERT,
-                        [
-                            (
-                                stream_id,
-                                current + i,
-                                e.type,
-                                e.schema_version,
-                                dumps(dict(e.data)).decode(),
-                                meta_s,
-                                at,
-                            )
-                            for i, e in enumerate(events, start=1)
-                        ],
+                rows = [
+                    (
+                        stream_id,
+                        current + i,
+                        e.type,
+                        e.schema_version,
+                        dumps(dict(e.data)).decode(),
+                        meta_s,
+                        at,
                     )
+                    for i, e in enumerate(events, start=1)
+                ]
+                try:
+                    if len(rows) == 1:  # the common command: no executemany, no extra SELECT
+                        cur.execute(_SQLITE_INSERT, rows[0])
+                        last = cur.lastrowid
+                    else:
+                        cur.executemany(_SQLITE_INSERT, rows)
+                        last = cur.execute("SELECT last_insert_rowid()").fetchone()[0]
                 except sqlite3.IntegrityError as exc:  # cannot happen under BEGIN IMMEDIATE
                     raise ConcurrencyError(stream_id, current, current + 1) from exc
-                last = cur.execute("SELECT last_insert_rowid()").fetchone()[0]
                 result = AppendResult(
                     stream_id, current + 1, current + len(events), last, recorded_at=now
                 )
@@ -600,7 +662,7 @@ class EventStore:
                     cur.execute("ROLLBACK")
                 raise
         finally:
-            raw.close()
+            cur.close()
 
     async def _current_version(self, conn: AsyncConnection, stream_id: str) -> int:
         stmt = select(func.coalesce(func.max(EVENTS.c.version), 0)).where(
