@@ -135,6 +135,9 @@ _PG_RAW_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id 
 _PG_RAW_FENCE = _FENCE_SQL.format(s="$1::varchar", t="$2::bigint")
 _PG_RAW_FENCE_GET = "SELECT token FROM stream_fences WHERE stream_id = $1"
 _COLUMN_LIST = "position, stream_id, version, type, schema_version, data, meta, recorded_at"
+_PG_RAW_READ_ALL = (
+    f"SELECT {_COLUMN_LIST} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+)
 _PG_RAW_LOAD = (
     f"SELECT {_COLUMN_LIST} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version"
 )
@@ -695,19 +698,8 @@ class EventStore:
             return await asyncio.get_running_loop().run_in_executor(
                 self._sqlite_readers, self._read_sqlite, _SQLITE_LOAD, (stream_id, after_version)
             )
-        if self.is_postgres:  # one statement, no transaction, straight on the driver
-            conn, pg = await self._pg_connection()
-            try:
-                try:
-                    rows = await pg.fetch(_PG_RAW_LOAD, stream_id, after_version)
-                except Exception:
-                    if not pg.is_closed():
-                        raise
-                    conn, pg = await self._pg_reconnect(conn)
-                    rows = await pg.fetch(_PG_RAW_LOAD, stream_id, after_version)
-            finally:
-                await conn.close()
-            return [RecordedEvent(*r) for r in rows]
+        if self.is_postgres:
+            return await self._fetch_pg(_PG_RAW_LOAD, stream_id, after_version)
         stmt = (
             select(*_COLUMNS)
             .where(EVENTS.c.stream_id == stream_id, EVENTS.c.version > after_version)
@@ -722,8 +714,25 @@ class EventStore:
             return await asyncio.get_running_loop().run_in_executor(
                 self._sqlite_readers, self._read_sqlite, _SQLITE_READ_ALL, (after_position, limit)
             )
+        if self.is_postgres:
+            return await self._fetch_pg(_PG_RAW_READ_ALL, after_position, limit)
         async with self.engine.connect() as conn:
             return await self.read_all_in(conn, after_position, limit)
+
+    async def _fetch_pg(self, sql: str, *args: Any) -> list[RecordedEvent]:
+        """One read on the asyncpg driver (no transaction; its first statement pings)."""
+        conn, pg = await self._pg_connection()
+        try:
+            try:
+                rows = await pg.fetch(sql, *args)
+            except Exception:
+                if not pg.is_closed():
+                    raise
+                conn, pg = await self._pg_reconnect(conn)
+                rows = await pg.fetch(sql, *args)
+        finally:
+            await conn.close()
+        return [RecordedEvent(*r) for r in rows]
 
     def _read_sqlite(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
         """One read on a reader thread's own connection (autocommit: the SELECT is its own
