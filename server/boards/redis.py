@@ -201,7 +201,10 @@ class RedisLeaderboards:
         version = found[0].decode() if isinstance(found[0], bytes) else str(found[0])
         if len(found) == 1:
             return None
-        return BoardPage(int(found[1]), decode_items(offset, found[2]), version)
+        items = found[2]
+        if isinstance(items, str):  # a client made with decode_responses=True
+            items = items.encode()
+        return BoardPage(int(found[1]), decode_items(offset, items), version)
 
     async def rank(self, board: str, runner_id: str) -> BoardEntry | None:
         found: Any = await self._rank(keys=self._keys(board), args=[runner_id])
