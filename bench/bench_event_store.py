@@ -398,8 +398,8 @@ LOADS: list[float] = []
 MISSED = {
     ("SQLite", "3"): "SQLite commands: each command costs one hop to the writer thread "
     "(~60-70 µs on this machine) plus a WAL commit, while the peer runs synchronously in the "
-    "caller's thread; by our estimate a free hop would still leave us near 2.4x its Application. Closing the gap "
-    "would mean running SQLite writes on the event loop, where a writer waiting for another "
+    "caller's thread; by our estimate a free hop would still leave us near 2.4x its "
+    "Application. Closing the gap would mean running SQLite writes on the event loop, where a writer waiting for another "
     "process's lock (busy timeout 10 s) would stall every socket: not done.",
     ("PostgreSQL", "1"): "PostgreSQL single appends: one autocommit statement per append "
     "(round trip plus the WAL flush of `synchronous_commit=on`); on a loaded box the flush "

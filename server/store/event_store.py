@@ -135,11 +135,16 @@ _PG_RAW_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id 
 _PG_RAW_FENCE = _FENCE_SQL.format(s="$1::varchar", t="$2::bigint")
 _PG_RAW_FENCE_GET = "SELECT token FROM stream_fences WHERE stream_id = $1"
 _COLUMN_LIST = "position, stream_id, version, type, schema_version, data, meta, recorded_at"
+#: PostgreSQL reads take the JSON columns as text and parse them with orjson directly (the
+#: driver's jsonb codec would call a Python wrapper per value).
+_PG_COLUMN_LIST = (
+    "position, stream_id, version, type, schema_version, data::text, meta::text, recorded_at"
+)
 _PG_RAW_READ_ALL = (
-    f"SELECT {_COLUMN_LIST} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+    f"SELECT {_PG_COLUMN_LIST} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
 )
 _PG_RAW_LOAD = (
-    f"SELECT {_COLUMN_LIST} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version"
+    f"SELECT {_PG_COLUMN_LIST} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version"
 )
 
 #: SQLite reads on the reader threads (sqlite3 directly: one thread hop per read, rows mapped
@@ -732,7 +737,11 @@ class EventStore:
                 rows = await pg.fetch(sql, *args)
         finally:
             await conn.close()
-        return [RecordedEvent(*r) for r in rows]
+        loads = orjson.loads
+        return [
+            RecordedEvent(p, sid, v, t, sv, loads(data), loads(meta), at)
+            for p, sid, v, t, sv, data, meta, at in rows
+        ]
 
     def _read_sqlite(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
         """One read on a reader thread's own connection (autocommit: the SELECT is its own
