@@ -12,13 +12,28 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
+from asyncpg.exceptions import OperatorInterventionError, PostgresConnectionError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from game.errors import Conflict, DomainError, Forbidden, NotFound
+
+#: A database that is busy, restarting or unreachable: 503 with Retry-After, never a 500
+#: (SQLAlchemy's wrappers, the pool's checkout timeout, and asyncpg's and the OS's connection
+#: errors where a driver connection is used directly).
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeout,
+    PostgresConnectionError,
+    OperatorInterventionError,
+    ConnectionError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -251,12 +266,14 @@ def add_exception_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers) if exc.headers else None
         return problem(exc.status_code, code, str(exc.detail), headers=headers)
 
-    @app.exception_handler(OperationalError)
-    async def _database_busy(_req: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database unavailable or busy: %s", exc.orig)
+    async def _database_busy(_req: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable or busy: %s", getattr(exc, "orig", None) or exc)
         return problem(
             503, "unavailable", "the database is busy; retry shortly", headers={"Retry-After": "1"}
         )
+
+    for unavailable in _UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_busy)
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:

@@ -89,13 +89,17 @@ class Broadcasts:
 
 #: Jobs every `WriteQueue` knows: store what is buffered now; stop after the jobs before it.
 FLUSH, STOP = "flush", "stop"
+#: A write that fails (not a refusal: the database is down) is retried after this, doubling.
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0
 
 
 class WriteQueue:
     """A room's writes on one task, in order: each job as it comes (`run(job)`, `FLUSH`
-    included), and `flush()` every `flush_s`. A failed write is logged and the loop goes on
-    after a short pause; `stop` lets the task finish what it holds (never cancelled
-    mid-commit), flushes and ends it."""
+    included), and `flush()` every `flush_s`. A job stays queued until `run` returns (a
+    refusal is the room's to answer inside `run`); when it raises (the database is down or
+    restarting) it is retried first, after a pause that doubles up to `RETRY_MAX_S`, so a
+    finish or a control command survives an outage. `stop` lets the task finish what it holds
+    (never cancelled mid-commit), flushes and ends it."""
 
     def __init__(
         self,
@@ -138,19 +142,25 @@ class WriteQueue:
 
     async def _loop(self) -> None:
         next_flush = time.monotonic() + self._flush_s
+        pause = RETRY_FIRST_S
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), max(0.0, next_flush - time.monotonic()))
             self._ready.clear()
             try:
                 while self._jobs:
-                    job = self._jobs.popleft()
+                    job = self._jobs[0]  # taken off only once done: a failed write is retried
                     if job == STOP:
                         return
                     await self._run(job)
+                    self._jobs.popleft()
+                    pause = RETRY_FIRST_S
                 if time.monotonic() >= next_flush:
                     await self._flush()
                     next_flush = time.monotonic() + self._flush_s
-            except Exception:
-                log.exception("%s: write failed", self.name)
-                await asyncio.sleep(0.5)
+                    pause = RETRY_FIRST_S
+            except Exception:  # the database is down or restarting: try again, a bit later
+                log.exception("%s: write failed (retrying in %.1f s)", self.name, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_MAX_S)
+                self._ready.set()

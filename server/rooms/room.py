@@ -174,7 +174,32 @@ class Room:
     # lifecycle
 
     async def open(self) -> None:
-        """Load the race (raises `RoomNotFound`), rebuild live state, start the room's tasks."""
+        """Load the race (raises `RoomNotFound`) and claim it (a `RuntimeError` when another
+        process owns it: the registry then follows the loaded room). Owned: fence its streams
+        with the lease token, rebuild the live state and start the room's tasks."""
+        await self._load()
+        if not await self.backplane.claim(self.race_id, self._inbox.put):
+            raise RuntimeError(f"room {self.race_id} is owned elsewhere")
+        try:
+            self.fence = fence_token(self.backplane, self.race_id)
+            if self.fence is not None:
+                # from here a previous owner whose lease lapsed can append nothing more; what
+                # it appended before is in the log: load again
+                for stream in (self.stream_id, self.safety_stream):
+                    await self.store.raise_fence(stream, self.fence)
+                await self._load()
+            await self._load_names(self.state.registered)
+            await self._rebuild()
+        except BaseException:
+            await self.backplane.release(self.race_id)
+            raise
+        self._tasks = [
+            asyncio.create_task(self._input_loop(), name=f"room-in-{self.race_id}"),
+            asyncio.create_task(self._ticker(), name=f"room-tick-{self.race_id}"),
+            self.writes.start(),
+        ]
+
+    async def _load(self) -> None:
         recorded = await self.store.load(self.stream_id)
         self.state = fold(
             races.evolve, races.initial_state(), (from_data(e.type, e.data) for e in recorded)
@@ -184,19 +209,11 @@ class Room:
             raise RoomNotFound(self.race_id)
         alerts = await self.store.load(self.safety_stream)
         self.safety_state = fold(
-            game_safety.evolve, self.safety_state, (from_data(e.type, e.data) for e in alerts)
+            game_safety.evolve,
+            game_safety.initial_state(f"race:{self.race_id}"),
+            (from_data(e.type, e.data) for e in alerts),
         )
         self.safety_version = alerts[-1].version if alerts else 0
-        await self._load_names(self.state.registered)
-        await self._rebuild()
-        if not await self.backplane.claim(self.race_id, self._inbox.put):
-            raise RuntimeError(f"room {self.race_id} is owned elsewhere")
-        self.fence = fence_token(self.backplane, self.race_id)
-        self._tasks = [
-            asyncio.create_task(self._input_loop(), name=f"room-in-{self.race_id}"),
-            asyncio.create_task(self._ticker(), name=f"room-tick-{self.race_id}"),
-            self.writes.start(),
-        ]
 
     async def close(self, code: int = 1012) -> None:
         """Store what is buffered, close the sockets with `code`, stop."""

@@ -60,6 +60,8 @@ SEND_BUFFER_BYTES = 32 * 1024
 SHARE_LINK_INVALID = 4511
 #: Close code for a share link whose runner is not in this room's race (reconnect later).
 NOT_FOLLOWING = 4403
+#: Close code when the room's owner is gone or moving (as a server restart: reconnect, resume).
+ROOM_MOVING = 1012
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +219,8 @@ async def _serve(ws: WebSocket, room_id: str, who: Who, rooms: RoomRegistry) -> 
         closed = asyncio.create_task(conn.done.wait())
         await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
         closed.cancel()
-    except NoOwner:
-        pass
+    except NoOwner:  # the room has no owner right now (it is moving): reconnect and resume
+        conn.close(ROOM_MOVING)
     finally:
         backplane.unsubscribe(room_id, conn)
         with contextlib.suppress(Exception):  # the room forgets the socket (spotter alerts)
@@ -288,4 +290,5 @@ async def _read(conn: Connection, room_id: str, rooms: RoomRegistry, extra: dict
             try:
                 await backplane.forward(room_id, message)
             except NoOwner:
+                conn.close(ROOM_MOVING)
                 return

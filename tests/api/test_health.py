@@ -2,11 +2,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncpg
 import pytest
+import sqlalchemy.exc
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.config import Settings
+from server.errors import add_exception_handlers
 from tests.api.conftest import assert_problem
 
 
@@ -65,3 +69,28 @@ def test_database_urls_get_the_async_driver() -> None:
     assert pg == "postgresql+asyncpg://u:p@h:5432/db"
     with pytest.raises(ValueError, match="unsupported"):
         _ = Settings(database_url="mysql://u@h/db").async_database_url
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionRefusedError(111, "Connection refused"),
+        asyncpg.exceptions.ConnectionDoesNotExistError("the connection was closed"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+        sqlalchemy.exc.InterfaceError("SELECT 1", {}, Exception("connection is closed")),
+        sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("database is locked")),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_a_database_that_is_down_or_restarting_is_a_503_problem_not_a_500(exc: Exception) -> None:
+    app = FastAPI()
+    add_exception_handlers(app)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise exc
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom")
+    body = assert_problem(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "1" and "retry" in body["detail"]

@@ -1,0 +1,49 @@
+"""A room's writes (server/rooms/common.py `WriteQueue`): in order, and a write that fails
+because the database is down is retried, not dropped (a finish must survive an outage)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from server.rooms import common
+from server.rooms.common import FLUSH, WriteQueue
+
+
+async def test_a_failed_write_is_retried_first_and_later_jobs_wait_their_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(common, "RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr(common, "RETRY_MAX_S", 0.02)
+    outage = {"left": 3}
+    done: list[str] = []
+    flushes = 0
+
+    async def run(job: str) -> None:
+        if job == FLUSH:
+            await flush()
+            return
+        if job == "finish" and outage["left"]:
+            outage["left"] -= 1
+            raise ConnectionRefusedError("the database is restarting")
+        done.append(job)
+
+    async def flush() -> None:
+        nonlocal flushes
+        flushes += 1
+
+    queue = WriteQueue("test room", 60.0, run, flush)
+    queue.start()
+    for job in ("start", "finish", "close"):
+        queue.put(job)
+    async with asyncio.timeout(5):
+        while len(done) < 3:
+            await asyncio.sleep(0.005)
+    assert done == ["start", "finish", "close"]  # retried in place: order kept, nothing twice
+    assert outage["left"] == 0 and not queue
+    await queue.stop()  # a last flush, then the task ends
+    assert flushes == 1
+    queue.put("after the stop")
+    await asyncio.sleep(0.05)
+    assert done == ["start", "finish", "close"]
