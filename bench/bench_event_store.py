@@ -399,8 +399,16 @@ MISSED = {
     ("SQLite", "3"): "SQLite commands: each command costs one hop to the writer thread "
     "(~60-70 µs on this machine) plus a WAL commit, while the peer runs synchronously in the "
     "caller's thread; by our estimate a free hop would still leave us near 2.4x its "
-    "Application. Closing the gap would mean running SQLite writes on the event loop, where a writer waiting for another "
-    "process's lock (busy timeout 10 s) would stall every socket: not done.",
+    "Application. Closing the gap would mean running SQLite writes on the event loop, where "
+    "a writer waiting for another process's lock (busy timeout 10 s) would stall every "
+    "socket: not done. The hop also needs a second core free for the writer thread, so on "
+    "this busy 2-core box our figure swings more than the peer's from run to run (see All "
+    "runs).",
+    ("PostgreSQL", "4"): "PostgreSQL replay sits near the target: per page the server renders "
+    "1,000 jsonb values to text and this client parses them (orjson) and builds one event "
+    "each, both on the same 2 shared cores, right after the fill (autovacuum may be busy with "
+    "the new rows). Its median has landed either side of 150k/s from one bench run to the "
+    "next this session. The peer reads the same server far slower.",
     ("PostgreSQL", "1"): "PostgreSQL single appends: one autocommit statement per append "
     "(round trip plus the WAL flush of `synchronous_commit=on`); on a loaded box the flush "
     "dominates.",
