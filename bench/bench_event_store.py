@@ -679,6 +679,8 @@ def render(
     rows: list[Row], sz: Sizes, mode: str, facts: list[str], load: tuple[str, str], wall: float
 ) -> str:
     flag = " --full" if mode == "full" else ""
+    if sz.runs != (FULL if mode == "full" else QUICK).runs:
+        flag += f" --runs {sz.runs}"
     lines = [
         HEADING,
         "",
