@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from contextvars import ContextVar
 from typing import Any
 
@@ -79,8 +78,9 @@ def _ping_on_checkout(engine: AsyncEngine) -> None:
             raise InvalidatePoolError(f"ping failed: {exc!r}") from exc
 
 
-def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
-    """A synchronous engine on the same SQLite file, for the event store's writer thread.
+def sqlite_writer_engine(engine: AsyncEngine, pool_size: int = 1) -> Engine | None:
+    """A synchronous engine on the same SQLite file, for the event store's writer thread (or,
+    with a bigger pool, its reader threads).
 
     None for in-memory databases (a second engine would open a different database).
     """
@@ -90,19 +90,13 @@ def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
     if not database or database == ":memory:" or "mode=memory" in str(engine.url):
         return None
     sync = create_sync_engine(
-        engine.url.set(drivername="sqlite"), pool_size=1, max_overflow=0, pool_reset_on_return=None
+        engine.url.set(drivername="sqlite"),
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_reset_on_return=None,
     )
     _tune_sqlite(sync)
     return sync
-
-
-def open_sqlite_reader(path: str) -> sqlite3.Connection:
-    """A plain sqlite3 connection for reads on the event store's reader threads (autocommit,
-    the same busy timeout; query_only, so nothing can write through it)."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout=10000")
-    conn.execute("PRAGMA query_only=ON")
-    return conn
 
 
 def _tune_sqlite(engine: AsyncEngine | Engine) -> None:

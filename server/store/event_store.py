@@ -35,7 +35,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from game.errors import Conflict
 from game.events import to_data
 from server import metrics
-from server.store.db import connect_unpinged, open_sqlite_reader, sqlite_writer_engine, writer
+from server.store.db import connect_unpinged, sqlite_writer_engine, writer
 from server.store.tables import IdempotencyKey, StoredEvent, StreamFence
 
 EVENTS = StoredEvent.__table__  # type: ignore[attr-defined]
@@ -283,8 +283,9 @@ class EventStore:
             else None
         )
         self._writer_raw: PoolProxiedConnection | None = None
+        self._sqlite_read = sqlite_writer_engine(engine, pool_size=_SQLITE_READERS)
         self._reader_local = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_conns: list[PoolProxiedConnection] = []
         self._reader_lock = threading.Lock()
 
     def close(self) -> None:
@@ -300,6 +301,8 @@ class EventStore:
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
+        if self._sqlite_read is not None:
+            self._sqlite_read.dispose()
         if self._sqlite_sync is not None:
             self._sqlite_sync.dispose()
 
@@ -747,12 +750,15 @@ class EventStore:
         """One read on a reader thread's own connection (autocommit: the SELECT is its own
         snapshot), rows mapped as SQLAlchemy would: JSON by orjson, naive times as UTC."""
         conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
-        if conn is None:
-            assert self._sqlite_sync is not None
-            conn = open_sqlite_reader(str(self._sqlite_sync.url.database))
+        if conn is None:  # each reader thread keeps one connection (tuned like the engine's)
+            assert self._sqlite_read is not None
+            raw = self._sqlite_read.raw_connection()
+            conn = raw.driver_connection
+            assert isinstance(conn, sqlite3.Connection)
+            conn.execute("PRAGMA query_only=ON")  # nothing can write through a reader
             self._reader_local.conn = conn
             with self._reader_lock:
-                self._reader_conns.append(conn)
+                self._reader_conns.append(raw)
         rows = conn.execute(sql, params).fetchall()
         loads, parse = orjson.loads, datetime.fromisoformat
         out: list[RecordedEvent] = []
