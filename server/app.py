@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 safety=settings.safety_policy(),
             )
             rooms.start()
+            _app.state.drain_rooms = rooms.drain  # `retrorun serve` drains before it shuts down
             try:
                 yield State(
                     settings=settings,

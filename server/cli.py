@@ -7,8 +7,9 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -37,8 +38,9 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     from server.app import create_app
     from server.http_guard import guarded_http_protocol
 
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=host,
         port=port,
         log_config=None,
@@ -56,6 +58,44 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         timeout_keep_alive=5,
         http=guarded_http_protocol(settings.header_timeout_s, settings.header_max_bytes),
     )
+    _DrainingServer(config, app).run()
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, draining the rooms before it closes connections on shutdown. uvicorn shuts
+    every connection at once (a WebSocket gets its close frame and the transport closes at
+    once: a phone whose frames the server had not read yet gets a reset, 1006, instead of
+    1012), and only then runs the app's shutdown. So: stop accepting, let the rooms store what
+    they hold and close their sockets with a closing handshake, then shut down as usual."""
+
+    DRAIN_S = 8.0
+
+    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        drain = getattr(self._app.state, "drain_rooms", None)
+        if drain is not None and not self.force_exit:
+            deadline = time.monotonic() + self.DRAIN_S
+            try:
+                await asyncio.wait_for(drain(self.DRAIN_S), self.DRAIN_S)
+            except Exception:
+                console.print("[yellow]rooms did not drain cleanly[/yellow]")
+            # uvicorn's shutdown would cut closing handshakes short: let them finish
+            while self._closing_sockets() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        await super().shutdown(sockets)
+
+    def _closing_sockets(self) -> int:
+        """WebSockets that sent their close frame and wait for the client's."""
+        return sum(
+            1
+            for c in self.server_state.connections
+            if getattr(c, "close_sent", False) and not getattr(c, "disconnected", True)
+        )
 
 
 @app.command()

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     #: phone gone to sleep), so its room slot is freed.
     ws_ping_interval_s: float = Field(default=15.0, gt=0)
     ws_ping_timeout_s: float = Field(default=10.0, gt=0)
+    #: Open room sockets one account (or one share link) may hold in one server process: a
+    #: phone, a watch and a tablet with room to spare; more is refused (close 4408).
+    ws_max_sockets_per_account: int = Field(default=8, ge=1)
 
     @field_validator("trusted_proxies")
     @classmethod

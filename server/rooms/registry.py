@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 
 from game.safety import SafetyPolicy
 from server.rooms.backplane import Ownership
@@ -44,6 +45,8 @@ class RoomRegistry:
         #: Leasing backplane: rooms another process owns; here they only hold sockets.
         self._following: set[str] = set()
         self._watcher: asyncio.Task[None] | None = None
+        #: Open room sockets per account (or share link) in this process (server/rooms/ws.py).
+        self.sockets: Counter[str] = Counter()
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap(), name="rooms-reaper")
@@ -142,8 +145,20 @@ class RoomRegistry:
                     with contextlib.suppress(Exception):
                         await room.close(1001)
 
+    async def drain(self, timeout_s: float = 8.0) -> None:
+        """Before the server closes its connections: store what every room holds, close each
+        socket with 1012 and a closing handshake (the server keeps reading until the client's
+        close arrives, so a phone still sending gets a clean 1012, not a reset), and wait,
+        bounded, until the sockets are gone."""
+        await self.close(1012)
+        deadline = time.monotonic() + timeout_s
+        while self.sockets and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
     async def close(self, code: int = 1012) -> None:
         """Store what every room holds and close their sockets (1012: server restarting)."""
+        if self._closed:
+            return
         self._closed = True
         for task in (self._reaper, self._watcher):
             if task is not None:

@@ -60,6 +60,8 @@ SEND_BUFFER_BYTES = 32 * 1024
 SHARE_LINK_INVALID = 4511
 #: Close code for a share link whose runner is not in this room's race (reconnect later).
 NOT_FOLLOWING = 4403
+#: Close code for a socket over the per-account cap (close another one, then reconnect).
+TOO_MANY = 4408
 #: Close code when the room's owner is gone or moving (as a server restart: reconnect, resume).
 ROOM_MOVING = 1012
 
@@ -106,9 +108,28 @@ async def room_socket(websocket: WebSocket, room_id: str) -> None:
     try:
         who = await _authenticate(websocket, settings, websocket.state.engine)
         if who is not None:
-            await _serve(websocket, room_id, who, websocket.state.rooms)
+            await _serve_counted(websocket, room_id, who, websocket.state.rooms, settings)
     finally:
         metrics.WS_CONNECTIONS.dec()
+
+
+async def _serve_counted(
+    ws: WebSocket, room_id: str, who: Who, rooms: RoomRegistry, settings: Settings
+) -> None:
+    """`_serve`, within the per-account cap on open sockets (in this process)."""
+    cap = settings.ws_max_sockets_per_account
+    if rooms.sockets[who.id] >= cap:
+        await _refuse_and_close(
+            ws, "too_many_sockets", f"at most {cap} open room sockets per account", TOO_MANY
+        )
+        return
+    rooms.sockets[who.id] += 1
+    try:
+        await _serve(ws, room_id, who, rooms)
+    finally:
+        rooms.sockets[who.id] -= 1
+        if rooms.sockets[who.id] <= 0:
+            del rooms.sockets[who.id]
 
 
 def _limit_send_buffer(ws: WebSocket) -> None:

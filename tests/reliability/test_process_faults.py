@@ -200,10 +200,6 @@ async def _busy_client(url: str, token: str, frames: list[dict[str, Any]], busy:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvicorn closes sockets with unread input abortively on SIGTERM (docs/reliability.md)",
-)
 async def test_sigterm_closes_1012_even_for_a_runner_that_was_not_reading(tmp_path: Path) -> None:
     srv = _server(f"sqlite:///{tmp_path / 'busy.db'}", tmp_path)
     await asyncio.to_thread(srv.start)

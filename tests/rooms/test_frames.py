@@ -116,3 +116,30 @@ async def test_a_flood_is_rate_limited_then_closed(live: LiveServer, world: Worl
     for _ in range(200):
         await ws.send('{"type": "ping", "t0": 1}')
     assert await _closed_with(ws) == 4429
+
+
+async def test_an_account_holds_a_bounded_number_of_sockets_and_a_closed_one_frees_its_slot(
+    live: LiveServer, world: World
+) -> None:
+    runner, other, organiser = await world.users(3)
+    race_id = await world.race(organiser, [runner], 500.0)
+    cap = live.settings.ws_max_sockets_per_account
+    held = [(await join(live, race_id, world.tokens[runner]))[0] for _ in range(cap)]
+    async with connect(f"{live.ws_url}/{race_id}", compression=None) as extra:
+        await extra.send(orjson.dumps({"type": "auth", "token": world.tokens[runner]}).decode())
+        refused = await recv(extra)
+        assert refused["type"] == "error" and refused["code"] == "too_many_sockets"
+        assert await _closed_with(extra) == 4408
+    ws, welcome = await join(live, race_id, world.tokens[other])  # other accounts: unaffected
+    assert welcome["you"] == other
+    await ws.close()
+    await held.pop().close()
+    async with asyncio.timeout(10):  # the server notices the close and frees the slot
+        while True:
+            try:
+                again, _ = await join(live, race_id, world.tokens[runner])
+                break
+            except AssertionError:  # refused: the slot is not free yet
+                await asyncio.sleep(0.1)
+    for sock in (again, *held):
+        await sock.close()
