@@ -462,19 +462,9 @@ class PeerRace:
         ).decode()
 
     def gps(self, rid: str, frame: Any) -> None:
-        from game.track import Fix
+        from server.rooms.frames import gps_fix
 
-        fix = Fix(
-            frame.t,
-            frame.lat,
-            frame.lon,
-            acc_m=frame.acc,
-            speed_mps=frame.speed,
-            course_deg=frame.course,
-            heading_deg=frame.heading,
-            cadence_spm=frame.cadence,
-            mock=frame.mock,
-        )
+        fix = gps_fix(frame)  # the room's own conversion (stored precision)
         if frame.echo is not None:
             self.echo[rid] = frame.echo
         self.live.add_fix(rid, fix, time.time())

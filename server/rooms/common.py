@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from game.errors import DomainError
 from server.rooms.backplane.base import Backplane, Outbound
 from server.rooms.protocol import encode, error
 
@@ -95,11 +96,11 @@ RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0
 
 class WriteQueue:
     """A room's writes on one task, in order: each job as it comes (`run(job)`, `FLUSH`
-    included), and `flush()` every `flush_s`. A job stays queued until `run` returns (a
-    refusal is the room's to answer inside `run`); when it raises (the database is down or
-    restarting) it is retried first, after a pause that doubles up to `RETRY_MAX_S`, so a
-    finish or a control command survives an outage. `stop` lets the task finish what it holds
-    (never cancelled mid-commit), flushes and ends it."""
+    included), and `flush()` every `flush_s`. A job stays queued until `run` returns; a
+    refusal (`DomainError`, e.g. a stale lease's fence) drops it; any other failure (the
+    database is down or restarting) retries it first, after a pause that doubles up to
+    `RETRY_MAX_S`, so a finish or a control command survives an outage. `stop` lets the task
+    finish what it holds (never cancelled mid-commit), flushes and ends it."""
 
     def __init__(
         self,
@@ -152,11 +153,11 @@ class WriteQueue:
                     job = self._jobs[0]  # taken off only once done: a failed write is retried
                     if job == STOP:
                         return
-                    await self._run(job)
+                    await self._refusable(self._run(job))
                     self._jobs.popleft()
                     pause = RETRY_FIRST_S
                 if time.monotonic() >= next_flush:
-                    await self._flush()
+                    await self._refusable(self._flush())
                     next_flush = time.monotonic() + self._flush_s
                     pause = RETRY_FIRST_S
             except Exception:  # the database is down or restarting: try again, a bit later
@@ -164,3 +165,11 @@ class WriteQueue:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RETRY_MAX_S)
                 self._ready.set()
+
+    async def _refusable(self, write: Awaitable[None]) -> None:
+        """Run a write; a refusal (`DomainError`, e.g. `stale_fence`: this process's lease
+        moved on) is logged and the write dropped, never retried."""
+        try:
+            await write
+        except DomainError as exc:
+            log.warning("%s: write refused (%s): dropped", self.name, exc.code)

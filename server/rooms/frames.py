@@ -7,6 +7,9 @@ from typing import Any
 
 from game import races, safety
 from game.pace import Flag
+from game.track import Fix
+from server.rooms.protocol import GpsFrame
+from server.tracks import stored_fix
 
 LEADERS = 10
 
@@ -157,3 +160,21 @@ def safety_frame(
                 "escalated_at": evt.at,
             }
     raise ValueError(f"not a safety event: {evt!r}")
+
+
+def gps_fix(frame: GpsFrame) -> Fix:
+    """The fix a `gps` frame carries, as the server stores and checks it (`stored_fix`: a
+    replay of the stored chunks after a restart reaches the same results)."""
+    return stored_fix(
+        Fix(
+            frame.t,
+            frame.lat,
+            frame.lon,
+            acc_m=frame.acc,
+            speed_mps=frame.speed,
+            course_deg=frame.course,
+            heading_deg=frame.heading,
+            cadence_spm=frame.cadence,
+            mock=frame.mock,
+        )
+    )

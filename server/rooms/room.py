@@ -67,7 +67,7 @@ from server.store.db import writer
 from server.store.event_store import ConcurrencyError, EventStore, NewEvent
 from server.store.read_models import RaceFixChunkRow
 from server.store.tables import Runner
-from server.tracks import decode_track, encode_track, stored_fix
+from server.tracks import decode_track, encode_track
 
 log = logging.getLogger(__name__)
 CHUNKS = RaceFixChunkRow.__table__  # type: ignore[attr-defined]
@@ -463,19 +463,7 @@ class Room:
             if frame.seq <= feed.durable_seq:
                 await self._ack(runner_id, frame.seq, frame.cid)
             return
-        fix = stored_fix(  # checked as it will be stored: a replay after a restart agrees
-            Fix(
-                frame.t,
-                frame.lat,
-                frame.lon,
-                acc_m=frame.acc,
-                speed_mps=frame.speed,
-                course_deg=frame.course,
-                heading_deg=frame.heading,
-                cadence_spm=frame.cadence,
-                mock=frame.mock,
-            )
-        )
+        fix = frames.gps_fix(frame)  # as it will be stored: a replay after a restart agrees
         feed.applied_seq = frame.seq
         feed.buffer.append((frame.seq, fix, frame.cid))
         if frame.echo is not None:

@@ -125,6 +125,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         # client address, so the per-address buckets are sized for the suite, not for a person.
         rate_limit_login=Rate(300, 60.0),
         rate_limit_register=Rate(300, 60.0),
+        # every page load fetches the app's ~25 files (twice: the page and the service worker's
+        # precache), and the accessibility pass opens 20 screens in a row
+        rate_limit_default=Rate(5000, 10.0),
     )
     # Accounts made before the server starts: a second writer on a busy SQLite file may be
     # refused ("database is locked"); a server-side writer retries, a test should not have to.

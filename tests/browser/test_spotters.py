@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from game.generate import Profile, generate
 from game.safety import FallDetector
@@ -80,6 +81,7 @@ def _fall_frames(gun: float) -> list[dict[str, Any]]:
     return moving + stop
 
 
+@pytest.mark.slow  # a real-time race with a fall (~40 s); tests/rooms/test_spotters.py in CI
 def test_a_spotter_accepts_follows_a_race_and_acknowledges_a_fall_alert(
     page: Any, live_server: LiveServer, unique_handle: Callable[[str], str]
 ) -> None:

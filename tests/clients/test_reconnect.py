@@ -103,6 +103,7 @@ async def test_a_stalled_connection_is_detected_and_replaced(
     assert sorted(await _stored(live_server.settings, race_id, me, 6)) == list(range(1, 7))
 
 
+@pytest.mark.slow  # a real 20 s outage (~30 s): `pytest -m slow`; the policy is unit-tested
 @pytest.mark.timeout(150)
 async def test_reconnecting_outlasts_a_server_outage_longer_than_16_s(tmp_path: Path) -> None:
     srv = start_server(sdk_settings(tmp_path / "outage.db", room_tick_hz=4))

@@ -9,6 +9,7 @@ import pytest
 
 from server.rooms import common
 from server.rooms.common import FLUSH, WriteQueue
+from server.store.event_store import StaleFence
 
 
 async def test_a_failed_write_is_retried_first_and_later_jobs_wait_their_turn(
@@ -47,3 +48,27 @@ async def test_a_failed_write_is_retried_first_and_later_jobs_wait_their_turn(
     queue.put("after the stop")
     await asyncio.sleep(0.05)
     assert done == ["start", "finish", "close"]
+
+
+async def test_a_refused_write_is_dropped_not_retried() -> None:
+    done: list[str] = []
+    attempts = {"stale": 0}
+
+    async def run(job: str) -> None:
+        if job == "stale":  # e.g. the lease moved on: the store refuses this owner's writes
+            attempts["stale"] += 1
+            raise StaleFence("race-x", 1, 2)
+        done.append(job)
+
+    async def flush() -> None:
+        return None
+
+    queue = WriteQueue("test room", 60.0, run, flush)
+    queue.start()
+    for job in ("a", "stale", "b"):
+        queue.put(job)
+    async with asyncio.timeout(5):
+        while len(done) < 2:
+            await asyncio.sleep(0.005)
+    assert done == ["a", "b"] and attempts["stale"] == 1
+    await queue.stop()
