@@ -7,6 +7,8 @@ import math
 import time
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from game.generate import Profile, generate
 from game.track import Track
 from server.cli import _create_users
@@ -48,6 +50,17 @@ def recent_track(profile: Profile, seed: int, distance_m: float = 1500.0) -> Tra
 
 
 def create_user(settings: Settings, handle: str, role: str) -> None:
-    in_thread(
-        asyncio.run, _create_users(settings, [(handle, "backwards!", role)], skip_existing=False)
-    )
+    """An account made directly in the database, beside a running server: a busy SQLite file
+    ("database is locked" while the server holds the write lock) is retried, as the server's
+    own writers do."""
+    for attempt in range(10):
+        try:
+            in_thread(
+                asyncio.run,
+                _create_users(settings, [(handle, "backwards!", role)], skip_existing=False),
+            )
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 9:
+                raise
+            time.sleep(0.2 * (attempt + 1))

@@ -165,7 +165,8 @@ def test_a_page_cached_by_one_server_follows_anothers_writes(
     settings: Settings, redis_url: str
 ) -> None:
     """Two servers on one database and one Redis: a run that the first ranks is on the second's
-    next page, although the second cached the page for an hour and applied no event itself."""
+    next page, although the second cached the page for an hour (whichever of them applies the
+    event: the projections run wherever their lock is free)."""
     shared = settings.model_copy(update={"redis_url": redis_url})
     with _client(shared) as one, _client(shared) as two:
         _hold_pages(one)
@@ -175,11 +176,9 @@ def test_a_page_cached_by_one_server_follows_anothers_writes(
         _run(one, ann, Profile.HONEST_RECREATIONAL, 45)
         held = two.get(board)
         assert held.json()["total"] == 1
-        applied = two.app_state["projections"].applied
 
         _run(one, ann, Profile.HONEST_RECREATIONAL, 46)
 
-        assert two.app_state["projections"].applied == applied  # the first server did the work
         fresh = two.get(board, headers={"If-None-Match": held.headers["etag"]})
         assert fresh.status_code == 200
         ann_id = _me(one, ann)
