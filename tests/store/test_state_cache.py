@@ -21,6 +21,9 @@ from server.store.event_store import ConcurrencyError, EventStore, NewEvent
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 
+#: PostgreSQL-only checks: the `store` fixture's `database_url` narrowed to the real server.
+POSTGRES_ONLY = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+
 
 @event("TestTallied")
 @dataclass(frozen=True, slots=True)
@@ -274,13 +277,12 @@ async def _kill_other_backends(store: EventStore) -> None:
         await killer.dispose()
 
 
+@POSTGRES_ONLY
 async def test_pooled_connections_the_server_closed_are_replaced_without_an_error(
     store: EventStore,
 ) -> None:
     """PostgreSQL appends and loads skip the pool's ping (their first statement is the ping):
     a dead pooled connection must still never surface as an error."""
-    if not store.is_postgres:
-        pytest.skip("PostgreSQL connection pool")
     await store.append("p-1", 0, [tallied(1)])
     await _kill_other_backends(store)
     await store.append("p-1", 1, [tallied(2)])
@@ -290,11 +292,10 @@ async def test_pooled_connections_the_server_closed_are_replaced_without_an_erro
     assert await load_state(store, "p-1", TallyDecider) == (3, 2)
 
 
+@POSTGRES_ONLY
 async def test_a_refused_append_leaves_no_transaction_open_on_its_connection(
     store: EventStore,
 ) -> None:
-    if not store.is_postgres:
-        pytest.skip("PostgreSQL driver-level transactions")
     await store.append("p-2", 0, [tallied(1)])
     for _ in range(3):
         with pytest.raises(ConcurrencyError):
