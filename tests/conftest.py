@@ -30,6 +30,15 @@ def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
         return pool.submit(fn, *args).result()
 
 
+def require_tools(present: bool, what: str) -> None:
+    """Skip with a reason on a laptop without `what` (local binaries); fail loudly in CI."""
+    if present:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} missing, and CI=true requires it", pytrace=False)
+    pytest.skip(f"{what} missing (install it to run these tests; CI runs them)")
+
+
 def require_service(name: str, host: str, port: int) -> None:
     """Skip with a reason on a laptop without the service; fail loudly in CI."""
     if _reachable(host, port):

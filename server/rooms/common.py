@@ -88,6 +88,18 @@ class Broadcasts:
         return True
 
 
+async def handle_inbox(
+    name: str, inbox: asyncio.Queue[Any], handle: Callable[[Any], Awaitable[None]]
+) -> None:
+    """A room's input task: each message in turn; one that fails is logged, not fatal."""
+    while True:
+        msg = await inbox.get()
+        try:
+            await handle(msg)
+        except Exception:
+            log.exception("%s: input failed", name)
+
+
 #: Jobs every `WriteQueue` knows: store what is buffered now; stop after the jobs before it.
 FLUSH, STOP = "flush", "stop"
 #: A write that fails (not a refusal: the database is down) is retried after this, doubling.

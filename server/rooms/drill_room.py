@@ -48,6 +48,7 @@ from server.rooms.common import (
     ROOM_OVER,
     Broadcasts,
     WriteQueue,
+    handle_inbox,
     to_connection,
 )
 from server.rooms.protocol import (
@@ -185,7 +186,10 @@ class DrillRoom:
         if not await self.backplane.claim(self.drill_id, self._inbox.put):
             raise RuntimeError(f"room {self.drill_id} is owned elsewhere")
         self._tasks = [
-            asyncio.create_task(self._input_loop(), name=f"drill-in-{self.drill_id}"),
+            asyncio.create_task(
+                handle_inbox(f"drill room {self.drill_id}", self._inbox, self._handle),
+                name=f"drill-in-{self.drill_id}",
+            ),
             self.writes.start(),
         ]
         if self.state.status == ds.DrillStatus.RUNNING:
@@ -410,14 +414,6 @@ class DrillRoom:
         return Outbound("welcome", encode(frame), seq=self.out.seq)
 
     # input
-
-    async def _input_loop(self) -> None:
-        while True:
-            msg = await self._inbox.get()
-            try:
-                await self._handle(msg)
-            except Exception:
-                log.exception("drill room %s: input failed", self.drill_id)
 
     async def _handle(self, msg: Inbound) -> None:
         now = self.clock()

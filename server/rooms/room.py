@@ -46,6 +46,7 @@ from server.rooms.common import (
     ROOM_OVER,
     Broadcasts,
     WriteQueue,
+    handle_inbox,
     to_connection,
 )
 from server.rooms.protocol import (
@@ -194,7 +195,10 @@ class Room:
             await self.backplane.release(self.race_id)
             raise
         self._tasks = [
-            asyncio.create_task(self._input_loop(), name=f"room-in-{self.race_id}"),
+            asyncio.create_task(
+                handle_inbox(f"room {self.race_id}", self._inbox, self._handle),
+                name=f"room-in-{self.race_id}",
+            ),
             asyncio.create_task(self._ticker(), name=f"room-tick-{self.race_id}"),
             self.writes.start(),
         ]
@@ -377,14 +381,6 @@ class Room:
         return {r for sp in self.spotters.values() for r in sp.runners}
 
     # input
-
-    async def _input_loop(self) -> None:
-        while True:
-            msg = await self._inbox.get()
-            try:
-                await self._handle(msg)
-            except Exception:
-                log.exception("room %s: input failed", self.race_id)
 
     async def _handle(self, msg: Inbound) -> None:
         now = self.clock()

@@ -30,7 +30,7 @@ from server.store.db import create_engine
 from server.store.migrate import upgrade
 from server.store.read_models import RunRow
 from tests.api.helpers import points, recent_track
-from tests.conftest import in_thread
+from tests.conftest import in_thread, require_tools
 from tests.integration.harness import (
     ThrowawayPostgres,
     ThrowawayRedis,
@@ -58,8 +58,10 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    if not (ThrowawayPostgres.available() and ThrowawayRedis.available()):
-        pytest.skip("needs PostgreSQL binaries (initdb, pg_ctl) and redis-server")
+    require_tools(
+        ThrowawayPostgres.available() and ThrowawayRedis.available(),
+        "PostgreSQL binaries (initdb, pg_ctl) and redis-server",
+    )
     pg, redis = ThrowawayPostgres(), ThrowawayRedis(tmp_path)
     procs: list[Proc] = []
     try:

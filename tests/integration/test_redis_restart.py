@@ -29,7 +29,7 @@ from server.boards.redis import RedisLeaderboards
 from server.config import Settings
 from server.store.migrate import upgrade
 from tests.api.helpers import points, recent_track
-from tests.conftest import PG_ADMIN_URL, in_thread, require_service
+from tests.conftest import PG_ADMIN_URL, in_thread, require_service, require_tools
 from tests.integration.harness import ThrowawayRedis, start_servers, stop_servers
 from tests.integration.test_scale_out import Proc, _check_results_once, _pg, _stored, _tracks
 from tests.rooms.conftest import SECRET, World, expected_finishes, gps_frames
@@ -53,8 +53,7 @@ class Cluster:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    if not ThrowawayRedis.available():
-        pytest.skip("redis-server is not installed (this test runs its own)")
+    require_tools(ThrowawayRedis.available(), "redis-server (this test runs its own)")
     name = f"retrorun_redisrestart_{uuid.uuid4().hex[:10]}"
     in_thread(asyncio.run, _pg(f'CREATE DATABASE "{name}"'))
     db_url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
