@@ -208,18 +208,21 @@ class RoomLink(RoomFrames):
             self._put(welcome)
         async with self._send_lock:
             self._ws = ws
-            if same_history and their_seq != self.seq:
-                await ws.send(json.dumps(self._resume_frame()))
             self.resent = []
-            sent_upto = 0
-            for _ in range(100):  # bounded: fixes added while we resend go out in the next round
-                pending = [f for s, f in self.unacked.items() if s > sent_upto]
-                if not pending:
-                    break
-                for frame in pending:  # at-least-once; the server applies each seq once
-                    await ws.send(json.dumps(frame, separators=(",", ":")))
-                    self.resent.append(int(frame["seq"]))
-                sent_upto = int(pending[-1]["seq"])
+            # Closed again at once (the room moved once more): the reader sees the close and
+            # reconnects; what was not acked is still kept and resent then.
+            with contextlib.suppress(ConnectionClosed):
+                if same_history and their_seq != self.seq:
+                    await ws.send(json.dumps(self._resume_frame()))
+                sent_upto = 0
+                for _ in range(100):  # bounded: fixes added meanwhile go out in the next round
+                    pending = [f for s, f in self.unacked.items() if s > sent_upto]
+                    if not pending:
+                        break
+                    for frame in pending:  # at-least-once; the server applies each seq once
+                        await ws.send(json.dumps(frame, separators=(",", ":")))
+                        self.resent.append(int(frame["seq"]))
+                    sent_upto = int(pending[-1]["seq"])
             self.resent_count += len(self.resent)
             self._attach(ws)
 

@@ -46,6 +46,7 @@ class ScriptedRoom:
         self.controls: list[Frame] = []
         self.lose_ack_and_restart_at: int | None = None  # store this fix, then close 1012
         self.ban_on_connect = False
+        self.close_after_welcome: set[int] = set()  # these connections: welcome, then 1012
         self.server: Server | None = None
 
     def now(self) -> float:
@@ -62,6 +63,9 @@ class ScriptedRoom:
             await ws.close(4503, "banned")
             return
         await ws.send(json.dumps(self._welcome()))
+        if number in self.close_after_welcome:  # the room moved again at once
+            await ws.close(1012, "moving")
+            return
         self.clients.add(ws)
         try:
             async for raw in ws:
@@ -214,6 +218,25 @@ async def test_reconnect_resends_unacked_fixes_and_resumes_missed_broadcasts(
         assert (missed["type"], missed["seq"], missed["event"]) == ("event", 2, "paused")
         await room.broadcast({"type": "standings", "leaders": []})
         assert (await conn.recv(5))["seq"] == 3
+
+
+async def test_a_close_right_after_the_welcome_of_a_reconnect_reconnects_again(
+    room: ScriptedRoom,
+) -> None:
+    """Found under load (a room taken over twice in a row after Redis restarted): the resend
+    that follows a reconnect's welcome hit a socket already closed with 1012, and the SDK ended
+    the connection with `ConnectionClosed` instead of reconnecting once more."""
+    room.lose_ack_and_restart_at = 3
+    room.close_after_welcome = {2}
+    async with _client(room, sync_samples=0) as conn:
+        for i in range(6):
+            await conn.send_gps(_fix(i))
+        await _until(lambda: room.connections >= 3 and conn.connected, "the second reconnect")
+        await _until(lambda: not conn.unacked, "every fix acked")
+        assert conn.reconnects == 2
+        assert room.applied == Counter(range(1, 7))  # nothing lost, nothing applied twice
+        await conn.send_gps(_fix(6))
+        await _until(lambda: not conn.unacked, "a fix after it")
 
 
 async def test_a_dropped_socket_reconnects_by_itself(room: ScriptedRoom) -> None:

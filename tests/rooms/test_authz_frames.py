@@ -398,7 +398,9 @@ async def test_a_room_frame_is_let_in_only_where_the_table_allows(
 ) -> None:
     world = World(live.settings)
     if room == "race":
-        ctx = await new_race(world, actors, running=kind != "control:start")
+        # A disqualified last runner ends the race (4504); a second runner keeps it going.
+        also = (str(uuid.uuid4()),) if kind == "control:disqualify" else ()
+        ctx = await new_race(world, actors, running=kind != "control:start", also=also)
     else:
         ctx = await new_drill(world, actors)
     token = actors.tokens.get(actors.ids.get(role, ""))

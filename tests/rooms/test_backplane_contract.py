@@ -222,3 +222,104 @@ async def test_a_lapsed_lease_lets_another_node_claim_and_fences_the_old_owner(
     assert [(m.conn_id, m.kind) for m in new.got] == [("c-b2", "join"), ("c-b2", "frame")]
     assert len(old.got) == 1
     await b.release(rid)
+
+
+@pytest.mark.redis
+async def test_input_lost_on_the_way_closes_that_socket_instead_of_skipping_fixes(
+    redis_url: str,
+) -> None:
+    """Each connection's input is numbered as it is forwarded. The owner applies it only in
+    order: after a gap (a Redis that restarted empty lost some, or a stale owner read it) the
+    connection is closed with 1012 and nothing after the gap is applied, so the client's resend
+    on its next connection fills the gap (a fix at or below the applied seq is never applied)."""
+    from server.rooms.backplane.redis import encode_inbound
+
+    client = Redis.from_url(redis_url)
+    prefix = f"test:bp:{uuid.uuid4().hex[:10]}"
+    owner = RedisBackplane(client, prefix=prefix)
+    rid, inbox = room(), Inbox()
+    try:
+        assert await owner.claim(rid, inbox)
+        sock, other = Sock("c1", "r1"), Sock("c2", "r2")
+        owner.subscribe(rid, sock)
+        owner.subscribe(rid, other)
+        await asyncio.sleep(0.2)  # the subscription is up (the claim's close went before it)
+        sock.got.clear()
+        other.got.clear()
+        key = owner.keys(rid).input
+
+        async def raw(msg: Inbound, n: int) -> None:  # as a follower would forward it
+            await client.xadd(key, {"m": encode_inbound(msg, n)})
+
+        await raw(Inbound("c1", "r1", "runner", "join"), 1)
+        await raw(Inbound("c1", "r1", "runner", "frame", gps(1)), 2)
+        await raw(Inbound("c1", "r1", "runner", "frame", gps(1)), 2)  # forwarded twice
+        await raw(Inbound("c1", "r1", "runner", "frame", gps(3)), 4)  # input 3 lost
+        await raw(Inbound("c1", "r1", "runner", "frame", gps(4)), 5)
+        await raw(Inbound("c2", "r2", "runner", "frame", gps(9)), 7)  # joined elsewhere
+        await raw(Inbound("c3", "r1", "runner", "join"), 1)  # r1 again, reconnected
+        await raw(Inbound("c3", "r1", "runner", "frame", gps(2)), 2)
+        await eventually(lambda: len(inbox.got) == 4)
+        await eventually(lambda: bool(sock.got) and bool(other.got))
+        got = [(m.conn_id, m.kind, m.frame.seq if m.frame else None) for m in inbox.got]
+        assert got == [("c1", "join", None), ("c1", "frame", 1), ("c3", "join", None),
+                       ("c3", "frame", 2)]  # fmt: skip
+        assert [(o.kind, o.close_code) for o in sock.got] == [("close", 1012)]
+        assert [(o.kind, o.close_code) for o in other.got] == [("close", 1012)]
+        await asyncio.sleep(0.3)
+        assert len(inbox.got) == 4 and len(sock.got) == 1  # closed once, nothing more applied
+    finally:
+        await owner.release(rid)
+        await owner.close()
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_forwarded_input_is_numbered_per_connection(redis_url: str) -> None:
+    from server.rooms.backplane.redis import decode_numbered
+
+    client = Redis.from_url(redis_url)
+    prefix = f"test:bp:{uuid.uuid4().hex[:10]}"
+    owner, follower = RedisBackplane(client, prefix=prefix), RedisBackplane(client, prefix=prefix)
+    rid, inbox = room(), Inbox()
+    try:
+        assert await owner.claim(rid, inbox)
+        for conn in ("a", "b"):
+            await follower.forward(rid, Inbound(conn, "r", "runner", "join"))
+        await follower.forward(rid, Inbound("a", "r", "runner", "frame", gps(1)))
+        await follower.forward(rid, Inbound("a", "r", "runner", "leave"))
+        await follower.forward(rid, Inbound("b", "r", "runner", "frame", gps(2)))
+        await eventually(lambda: len(inbox.got) == 5)
+        entries = await client.xrange(owner.keys(rid).input)
+        numbered = [decode_numbered(fields[b"m"]) for _id, fields in entries]
+        assert [(m.conn_id, m.kind, n) for m, n in numbered] == [
+            ("a", "join", 1), ("b", "join", 1), ("a", "frame", 2), ("a", "leave", 3),
+            ("b", "frame", 2),
+        ]  # fmt: skip
+    finally:
+        await owner.release(rid)
+        await owner.close()
+        await follower.close()
+        await client.aclose()
+
+
+async def test_a_backplane_loop_that_fails_unexpectedly_is_logged_and_started_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A dead input reader once stalled a room for good after Redis restarted (an error outside
+    its retry): every backplane loop now runs under `_kept_up`."""
+    from server.rooms.backplane import redis as rb
+
+    runs: list[int] = []
+
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise ConnectionError("Connection closed by server.")
+
+    with caplog.at_level("ERROR", logger=rb.__name__):
+        async with asyncio.timeout(WAIT_S):
+            await rb._kept_up(flaky, "read r1")
+    assert len(runs) == 3
+    failures = [r for r in caplog.records if "backplane read r1 failed" in r.getMessage()]
+    assert len(failures) == 2 and all(r.exc_info for r in failures)

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,9 +111,12 @@ class _Owned:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    #: Connections that joined this owner: input of any other is from a socket of an earlier
-    #: owner, closed at the claim; it reconnects, joins and resends in order.
-    joined: set[str] = field(default_factory=set)
+    #: Connections that joined this owner, with the number of their last input read: input of
+    #: any other is from a socket of an earlier owner, closed at the claim; it reconnects, joins
+    #: and resends in order.
+    joined: dict[str, int] = field(default_factory=dict)
+    #: Connections told to reconnect: their input was lost on the way, or read elsewhere.
+    cut: set[str] = field(default_factory=set)
 
 
 def encode_outbound(out: Outbound, node: str | None = None) -> bytes:
@@ -154,7 +159,9 @@ def decode_outbound(raw: bytes) -> tuple[Outbound, str | None]:
     return _out_of(d), d.get("n")
 
 
-def encode_inbound(msg: Inbound) -> bytes:
+def encode_inbound(msg: Inbound, n: int = 0) -> bytes:
+    """`n`: the input's number on its connection (1 for the join, +1 each), so the owner sees
+    input lost on the way (a Redis that restarted empty, a stale owner that read it)."""
     frame = msg.frame
     text: str | None
     if frame is None:
@@ -172,14 +179,33 @@ def encode_inbound(msg: Inbound) -> bytes:
             "f": text,
             "t": msg.received_at,
             "x": dict(msg.extra),
+            "n": n,
         }
     )
 
 
 def decode_inbound(raw: bytes) -> Inbound:
+    return decode_numbered(raw)[0]
+
+
+def decode_numbered(raw: bytes) -> tuple[Inbound, int]:
+    """An input and its number on its connection (0: not numbered)."""
     d = orjson.loads(raw)
     frame = decode(d["f"]) if d.get("f") is not None else None
-    return Inbound(d["c"], d["r"], d["o"], d["k"], frame, float(d.get("t", 0.0)), d.get("x", {}))
+    msg = Inbound(d["c"], d["r"], d["o"], d["k"], frame, float(d.get("t", 0.0)), d.get("x", {}))
+    return msg, int(d.get("n", 0))
+
+
+async def _kept_up(loop: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run one of the backplane's loops; an error it did not expect is logged and the loop
+    started again (a dead forwarder or listener would silently stall every room here)."""
+    while True:
+        try:
+            await loop()
+            return
+        except Exception:
+            log.exception("backplane %s failed; restarting it", what)
+            await asyncio.sleep(0.5)
 
 
 def _s(value: bytes | str) -> str:
@@ -217,6 +243,8 @@ class RedisBackplane:
         self._closed = False
         #: Input waiting for the forwarder: (stream key, encoded message, written?).
         self._input: deque[tuple[str, bytes, asyncio.Future[bool]]] = deque()
+        #: (room, connection) -> the number of its last input forwarded.
+        self._forwarded: dict[tuple[str, str], int] = {}
         self._input_wake = asyncio.Event()
 
     # keys
@@ -234,10 +262,10 @@ class RedisBackplane:
         if self._tasks or self._closed:
             return
         self._tasks = [
-            asyncio.create_task(self._listen(), name="backplane-listen"),
-            asyncio.create_task(self._subscriptions(), name="backplane-subscribe"),
-            asyncio.create_task(self._renew(), name="backplane-renew"),
-            asyncio.create_task(self._forwarder(), name="backplane-forward"),
+            asyncio.create_task(_kept_up(self._listen, "listen"), name="backplane-listen"),
+            asyncio.create_task(_kept_up(self._subscriptions, "subscribe"), name="backplane-sub"),
+            asyncio.create_task(_kept_up(self._renew, "renew"), name="backplane-renew"),
+            asyncio.create_task(_kept_up(self._forwarder, "forward"), name="backplane-forward"),
         ]
 
     async def close(self) -> None:
@@ -282,9 +310,11 @@ class RedisBackplane:
             del self._owned[room_id]
             await self.leases.release(lease)
             raise
+        pump = functools.partial(self._pump, room_id, owned)
+        read = functools.partial(self._read, room_id, owned)
         owned.tasks = [
-            asyncio.create_task(self._pump(room_id, owned), name=f"backplane-pump-{room_id}"),
-            asyncio.create_task(self._read(room_id, owned), name=f"backplane-read-{room_id}"),
+            asyncio.create_task(_kept_up(pump, f"pump {room_id}"), name=f"bp-pump-{room_id}"),
+            asyncio.create_task(_kept_up(read, f"read {room_id}"), name=f"bp-read-{room_id}"),
         ]
         # Sockets already in the room (on any process) joined an earlier owner: they reconnect
         # to this one and resend what it did not store. Sent on every claim, not only when the
@@ -362,11 +392,18 @@ class RedisBackplane:
                 await asyncio.wait_for(asyncio.shield(ready), READY_WAIT_S)
         if self._closed:
             raise NoOwner(room_id)
+        conn = (room_id, message.conn_id)
+        n = self._forwarded.get(conn, 0) + 1
+        if message.kind == "leave":
+            self._forwarded.pop(conn, None)
+        else:
+            self._forwarded[conn] = n
         done = asyncio.get_running_loop().create_future()
-        self._input.append((k.input, encode_inbound(message), done))
+        self._input.append((k.input, encode_inbound(message, n), done))
         self._input_wake.set()
         if await done:
             return
+        self._forwarded.pop(conn, None)
         # Redis stays away: this process's sockets of the room reconnect later (their input
         # waits in the client, unacked) rather than end as if the room were over.
         log.warning("room %s: input not forwarded (Redis unreachable); sockets closed", room_id)
@@ -408,35 +445,38 @@ class RedisBackplane:
     async def _read(self, room_id: str, owned: _Owned) -> None:
         """Feed the owner's inbox from the room's input stream (pending entries first)."""
         key = self.keys(room_id).input
-        await self._reclaim(key, owned, 0)
+        pending_read = False  # first everything pending, whoever read it (until that succeeds)
         next_reclaim = time.monotonic() + RECLAIM_EVERY_S
         while owned.lease.valid():
             try:
+                if not pending_read:
+                    await self._reclaim(room_id, key, owned, 0)
+                    pending_read = True
                 got: Any = await self.redis.xreadgroup(
                     GROUP, self.node, {key: ">"}, count=READ_COUNT, block=READ_BLOCK_MS
                 )
                 for _stream, entries in got or ():
-                    await self._handle(key, owned, entries)
+                    await self._handle(room_id, key, owned, entries)
                 if time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + RECLAIM_EVERY_S
-                    await self._reclaim(key, owned, RECLAIM_IDLE_MS)
+                    await self._reclaim(room_id, key, owned, RECLAIM_IDLE_MS)
             except (RedisError, OSError):
                 log.warning("room %s: input stream unreadable; retrying", room_id)
                 await asyncio.sleep(0.2)
 
-    async def _reclaim(self, key: str, owned: _Owned, min_idle_ms: int) -> None:
+    async def _reclaim(self, room_id: str, key: str, owned: _Owned, min_idle_ms: int) -> None:
         """Take over input another consumer (a previous owner) read and did not acknowledge."""
         start: Any = "0-0"
         for _ in range(1000):
             reply: Any = await self.redis.xautoclaim(
                 key, GROUP, self.node, min_idle_time=min_idle_ms, start_id=start, count=READ_COUNT
             )
-            await self._handle(key, owned, reply[1])
+            await self._handle(room_id, key, owned, reply[1])
             start = reply[0]
             if _s(start) == "0-0":
                 return
 
-    async def _handle(self, key: str, owned: _Owned, entries: list[Any]) -> None:
+    async def _handle(self, room_id: str, key: str, owned: _Owned, entries: list[Any]) -> None:
         if not entries or not owned.lease.valid():
             return  # a stale owner leaves them pending: the next owner reclaims them
         ids = []
@@ -446,22 +486,53 @@ class RedisBackplane:
                 continue
             raw = fields.get(b"m") or fields.get("m")
             try:
-                msg = decode_inbound(raw)
+                msg, n = decode_numbered(raw)
             except (FrameError, ValueError, KeyError, TypeError):
                 log.warning("dropping an undecodable room input %r", entry_id)
                 continue
-            if msg.kind == "join":
-                owned.joined.add(msg.conn_id)
-            elif msg.conn_id not in owned.joined:
-                # Applying it could skip fixes the earlier owner held unstored (the client
-                # resends those after it rejoins, and a fix at or below the applied seq is not
-                # applied again): drop it.
-                continue
-            elif msg.kind == "leave":
-                owned.joined.discard(msg.conn_id)
-            await owned.inbox(msg)
+            if self._in_order(room_id, owned, msg, n):
+                await owned.inbox(msg)
         if ids:
             await self.redis.xack(key, GROUP, *ids)
+
+    def _in_order(self, room_id: str, owned: _Owned, msg: Inbound, n: int) -> bool:
+        """Whether to apply this input: the next one of a connection that joined this owner.
+
+        Input of a connection that did not join this owner (it joined an earlier one, or its
+        join was read by a stale owner), or that arrives after a gap (a Redis that restarted
+        empty lost some), is not applied: applying it could skip fixes, since a fix at or below
+        the applied seq is not applied again. The connection is closed instead (1012, once);
+        the client reconnects, joins and resends every fix not acked, in order."""
+        conn = msg.conn_id
+        if conn in owned.cut:
+            if msg.kind == "leave":
+                owned.cut.discard(conn)
+            return False
+        last = owned.joined.get(conn)
+        if msg.kind == "join" and last is None:
+            owned.joined[conn] = n
+            return True
+        if last is None or (n and n > last + 1):
+            if last is not None:
+                log.warning(
+                    "room %s: input of %s lost on the way (%d after %d); it reconnects",
+                    room_id,
+                    conn,
+                    n,
+                    last,
+                )
+            owned.joined.pop(conn, None)
+            owned.cut.add(conn)
+            close = Outbound("close", "", "connection", conn, close_code=TAKEOVER_CLOSE)
+            self._enqueue(room_id, owned, close)
+            return False
+        if n and n <= last:
+            return False  # forwarded twice (a batch retried after a partial write)
+        if msg.kind == "leave":
+            owned.joined.pop(conn, None)
+        else:
+            owned.joined[conn] = n
+        return True
 
     # output
 
@@ -555,6 +626,8 @@ class RedisBackplane:
                 await asyncio.sleep(0.5)
         self._listening.set()
         subscribed: set[str] = set()
+        for room_id in set(self._channels.values()):  # started again: subscribe anew
+            self._sync.put_nowait(room_id)
         while True:
             room_id = await self._sync.get()
             channel = self.keys(room_id).channel
