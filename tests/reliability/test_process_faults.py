@@ -149,9 +149,10 @@ async def test_sigterm_mid_race_closes_1012_and_stores_buffered_fixes(
 
 @pytest.mark.slow
 @pytest.mark.postgres
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("load", loads())
 async def test_kill_9_mid_race_on_postgresql_loses_no_acked_fix(
-    pg_url: str, tmp_path: Path
+    pg_url: str, tmp_path: Path, load: Load
 ) -> None:
     import asyncpg
 
@@ -162,10 +163,10 @@ async def test_kill_9_mid_race_on_postgresql_loses_no_acked_fix(
     finally:
         await admin.close()
     db_url = f"{pg_url.rsplit('/', 1)[0]}/{name}"
-    srv = _server(db_url, tmp_path)
+    srv = _server(db_url, tmp_path, load)
     await asyncio.to_thread(srv.start)
     try:
-        await _race_through(srv, signal.SIGKILL)
+        await _race_through(srv, signal.SIGKILL, load)
         assert not log_problems(srv.log()), log_problems(srv.log())[:20]
     finally:
         srv.kill()
