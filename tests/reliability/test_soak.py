@@ -8,7 +8,7 @@ stream versions without gaps, every fix acked, the server log clean, and memory 
 last third of the run (descriptors back down once the clients left). Latency is recorded per
 sample, not asserted (docs/reliability.md has the figures).
 
-    RETRORUN_SOAK_S=300 .venv/bin/python -m pytest tests/reliability/test_soak.py -m slow -s
+    RETRORUN_SOAK_S=300 .venv/bin/python -m pytest -n 0 tests/reliability/test_soak.py -m slow -s
 """
 
 from __future__ import annotations
