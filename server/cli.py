@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         timeout_keep_alive=5,
         http=guarded_http_protocol(settings.header_timeout_s, settings.header_max_bytes),
     )
-    _DrainingServer(config, app).run()
+    _DrainingServer(config, app, settings.gc_gen0).run()
 
 
 class _DrainingServer(uvicorn.Server):
@@ -70,9 +71,18 @@ class _DrainingServer(uvicorn.Server):
 
     DRAIN_S = 8.0
 
-    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+    def __init__(self, config: uvicorn.Config, app: Any, gc_gen0: int = 0) -> None:
         super().__init__(config)
         self._app = app
+        self._gc_gen0 = gc_gen0
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._gc_gen0:  # Settings.gc_gen0
+            gc.collect()
+            gc.freeze()
+            _, gen1, gen2 = gc.get_threshold()
+            gc.set_threshold(self._gc_gen0, gen1, gen2)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     #: Open room sockets one account (or one share link) may hold in one server process: a
     #: phone, a watch and a tablet with room to spare; more is refused (close 4408).
     ws_max_sockets_per_account: int = Field(default=8, ge=1)
+    #: `retrorun serve` only. Once started, everything loaded so far (modules, the app) is moved
+    #: out of the cyclic collector's reach (`gc.freeze`), and the young generation is collected
+    #: every `gc_gen0` allocations instead of CPython's 700: with thousands of sockets each
+    #: collection otherwise walks more objects, more often (a room's tick waits behind it).
+    #: 0 keeps CPython's defaults and does not freeze.
+    gc_gen0: int = Field(default=20_000, ge=0)
 
     @field_validator("trusted_proxies")
     @classmethod

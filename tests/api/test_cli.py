@@ -53,3 +53,32 @@ def test_operators_migrate_create_users_and_rebuild(tmp_path: Path) -> None:
     assert "replayed" in rebuilt.stdout
     with TestClient(create_app(settings)) as client:
         assert client.get(f"/api/v1/challenges/{weekly}").json() == before
+
+
+async def test_serve_freezes_startup_objects_and_collects_the_young_generation_less_often() -> None:
+    """`retrorun serve`'s server (Settings.gc_gen0): once started, what startup loaded is out of
+    the collector's reach and generation 0 is collected every `gc_gen0` allocations."""
+    import asyncio
+    import gc
+
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from server.cli import _DrainingServer
+
+    app = Starlette()
+    before = gc.get_threshold()
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
+    server = _DrainingServer(config, app, gc_gen0=12_345)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.01)
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+        assert gc.get_freeze_count() > 1000  # the modules and objects loaded so far
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        gc.unfreeze()
+        gc.set_threshold(*before)
