@@ -25,7 +25,7 @@ from game.errors import Conflict, DomainError, Forbidden, NotFound
 #: A database that is busy, restarting or unreachable: 503 with Retry-After, never a 500
 #: (SQLAlchemy's wrappers, the pool's checkout timeout, and asyncpg's and the OS's connection
 #: errors where a driver connection is used directly).
-_UNAVAILABLE: tuple[type[Exception], ...] = (
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     OperationalError,
     InterfaceError,
     DisconnectionError,
@@ -272,7 +272,7 @@ def add_exception_handlers(app: FastAPI) -> None:
             503, "unavailable", "the database is busy; retry shortly", headers={"Retry-After": "1"}
         )
 
-    for unavailable in _UNAVAILABLE:
+    for unavailable in DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, _database_busy)
 
     @app.exception_handler(Exception)

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from game.errors import DomainError
+from server.errors import DATABASE_UNAVAILABLE
 from server.rooms.backplane.base import Backplane, Outbound
 from server.rooms.protocol import encode, error
 
@@ -172,8 +173,14 @@ class WriteQueue:
                     await self._refusable(self._flush())
                     next_flush = time.monotonic() + self._flush_s
                     pause = RETRY_FIRST_S
-            except Exception:  # the database is down or restarting: try again, a bit later
-                log.exception("%s: write failed (retrying in %.1f s)", self.name, pause)
+            except Exception as exc:  # the database is down or restarting: try again, later
+                if isinstance(exc, DATABASE_UNAVAILABLE):  # expected in an outage: no traceback
+                    log.warning(
+                        "%s: write failed, database unavailable (%s); retrying in %.1f s",
+                        self.name, type(exc).__name__, pause,
+                    )  # fmt: skip
+                else:
+                    log.exception("%s: write failed (retrying in %.1f s)", self.name, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RETRY_MAX_S)
                 self._ready.set()

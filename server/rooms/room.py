@@ -37,6 +37,7 @@ from game.errors import DomainError
 from game.events import fold, from_data
 from game.pace import Activity, policy_for
 from game.track import Fix, Track
+from server.errors import DATABASE_UNAVAILABLE
 from server.rooms import frames
 from server.rooms.backplane import fence_token
 from server.rooms.backplane.base import Backplane, Inbound, Outbound
@@ -519,6 +520,10 @@ class Room:
                     next_catch_up = mono + CATCH_UP_S
                     if await self.store.version(self.stream_id) > self.version:
                         self._enqueue(_CATCH_UP)
+            except DATABASE_UNAVAILABLE as exc:  # an outage: the next tick tries again
+                log.warning(
+                    "room %s: tick: database unavailable (%s)", self.race_id, type(exc).__name__
+                )
             except Exception:
                 log.exception("room %s: tick failed", self.race_id)
 

@@ -72,3 +72,38 @@ async def test_a_refused_write_is_dropped_not_retried() -> None:
             await asyncio.sleep(0.005)
     assert done == ["a", "b"] and attempts["stale"] == 1
     await queue.stop()
+
+
+async def test_an_outage_is_logged_as_a_warning_and_a_bug_with_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database that is away is expected (a warning, no traceback, in every retry); any other
+    failure is a bug and keeps its traceback."""
+    monkeypatch.setattr(common, "RETRY_FIRST_S", 0.01)
+    failures = iter([ConnectionRefusedError("restarting"), KeyError("a bug")])
+    done: list[str] = []
+
+    async def run(job: str) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        done.append(job)
+
+    async def flush() -> None:
+        pass
+
+    queue = WriteQueue("test room", 60.0, run, flush)
+    with caplog.at_level("WARNING", logger=common.__name__):
+        queue.start()
+        queue.put("finish")
+        async with asyncio.timeout(5):
+            while not done:
+                await asyncio.sleep(0.005)
+        await queue.stop()
+    records = [r for r in caplog.records if "write failed" in r.getMessage()]
+    assert [(r.levelname, r.exc_info is not None) for r in records] == [
+        ("WARNING", False),
+        ("ERROR", True),
+    ]
+    assert "database unavailable (ConnectionRefusedError)" in records[0].getMessage()
+    assert done[0] == "finish"  # retried after both failures
