@@ -12,28 +12,13 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from asyncpg.exceptions import OperatorInterventionError, PostgresConnectionError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from game.errors import Conflict, DomainError, Forbidden, NotFound
-
-#: A database that is busy, restarting or unreachable: 503 with Retry-After, never a 500
-#: (SQLAlchemy's wrappers, the pool's checkout timeout, and asyncpg's and the OS's connection
-#: errors where a driver connection is used directly).
-DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
-    OperationalError,
-    InterfaceError,
-    DisconnectionError,
-    PoolTimeout,
-    PostgresConnectionError,
-    OperatorInterventionError,
-    ConnectionError,
-)
+from server.store.db import DATABASE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from game.errors import DomainError
-from server.errors import DATABASE_UNAVAILABLE
 from server.rooms.backplane.base import Backplane, Outbound
 from server.rooms.protocol import encode, error
+from server.store.db import DATABASE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,6 @@ from game.errors import DomainError
 from game.events import fold, from_data
 from game.pace import Activity, policy_for
 from game.track import Fix, Track
-from server.errors import DATABASE_UNAVAILABLE
 from server.rooms import frames
 from server.rooms.backplane import fence_token
 from server.rooms.backplane.base import Backplane, Inbound, Outbound
@@ -65,7 +64,7 @@ from server.rooms.protocol import (
     encode,
     error,
 )
-from server.store.db import writer
+from server.store.db import DATABASE_UNAVAILABLE, writer
 from server.store.event_store import ConcurrencyError, EventStore, NewEvent
 from server.store.read_models import RaceFixChunkRow
 from server.store.tables import Runner

@@ -6,13 +6,29 @@ from contextvars import ContextVar
 from typing import Any
 
 import orjson
+from asyncpg.exceptions import OperatorInterventionError, PostgresConnectionError
 from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.exc import InvalidatePoolError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, InvalidatePoolError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
 from server.config import to_async_url
+
+#: A database that is busy, restarting or unreachable: the API answers 503 with
+#: Retry-After, never a 500 (server/errors.py), and the rooms retry quietly
+#: (SQLAlchemy's wrappers, the pool's checkout timeout, and asyncpg's and the OS's connection
+#: errors where a driver connection is used directly).
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeout,
+    PostgresConnectionError,
+    OperatorInterventionError,
+    ConnectionError,
+)
 
 
 def _json_dumps(value: Any) -> str:
