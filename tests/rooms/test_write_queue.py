@@ -4,12 +4,32 @@ because the database is down is retried, not dropped (a finish must survive an o
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from server.rooms import common
 from server.rooms.common import FLUSH, WriteQueue
 from server.store.event_store import StaleFence
+
+
+async def _started(
+    run: Callable[[str], Awaitable[None]], jobs: tuple[str, ...], done: list[str], until: int
+) -> WriteQueue:
+    """A running queue (with a flush that does nothing) given `jobs`, once `done` holds
+    `until` of them (bounded wait)."""
+
+    async def flush() -> None:
+        return None
+
+    queue = WriteQueue("test room", 60.0, run, flush)
+    queue.start()
+    for job in jobs:
+        queue.put(job)
+    async with asyncio.timeout(5):
+        while len(done) < until:
+            await asyncio.sleep(0.005)
+    return queue
 
 
 async def test_a_failed_write_is_retried_first_and_later_jobs_wait_their_turn(
@@ -60,16 +80,7 @@ async def test_a_refused_write_is_dropped_not_retried() -> None:
             raise StaleFence("race-x", 1, 2)
         done.append(job)
 
-    async def flush() -> None:
-        return None
-
-    queue = WriteQueue("test room", 60.0, run, flush)
-    queue.start()
-    for job in ("a", "stale", "b"):
-        queue.put(job)
-    async with asyncio.timeout(5):
-        while len(done) < 2:
-            await asyncio.sleep(0.005)
+    queue = await _started(run, ("a", "stale", "b"), done, 2)
     assert done == ["a", "b"] and attempts["stale"] == 1
     await queue.stop()
 
@@ -89,16 +100,8 @@ async def test_an_outage_is_logged_as_a_warning_and_a_bug_with_its_traceback(
             raise failure
         done.append(job)
 
-    async def flush() -> None:
-        pass
-
-    queue = WriteQueue("test room", 60.0, run, flush)
     with caplog.at_level("WARNING", logger=common.__name__):
-        queue.start()
-        queue.put("finish")
-        async with asyncio.timeout(5):
-            while not done:
-                await asyncio.sleep(0.005)
+        queue = await _started(run, ("finish",), done, 1)
         await queue.stop()
     records = [r for r in caplog.records if "write failed" in r.getMessage()]
     assert [(r.levelname, r.exc_info is not None) for r in records] == [
