@@ -278,11 +278,28 @@ def weekly_template(
     return rotation[index]
 
 
+def rotation_of(keys: list[str] | tuple[str, ...]) -> tuple[Template, ...]:
+    """The templates named by `keys`, in that order; ValueError for an unknown or repeated key,
+    or none at all."""
+    by_key = {t.key: t for t in WEEKLY_ROTATION}
+    unknown = [k for k in keys if k not in by_key]
+    if unknown or not keys or len(set(keys)) != len(keys):
+        raise ValueError(
+            f"a weekly rotation names each of {sorted(by_key)} at most once, at least one "
+            f"(unknown: {unknown})"
+        )
+    return tuple(by_key[k] for k in keys)
+
+
 def weekly_challenge(
-    year: int, week: int, tz: ZoneInfo, created_by: str = "scheduler"
+    year: int,
+    week: int,
+    tz: ZoneInfo,
+    created_by: str = "scheduler",
+    rotation: tuple[Template, ...] = WEEKLY_ROTATION,
 ) -> CreateChallenge:
     """The command that opens the official weekly challenge of an ISO week."""
-    tpl = weekly_template(year, week)
+    tpl = weekly_template(year, week, rotation)
     start, end = iso_week_window(year, week, tz)
     return CreateChallenge(
         challenge_id=weekly_challenge_id(year, week),

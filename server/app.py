@@ -80,7 +80,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store = EventStore(engine)
             boards = leaderboards_from_settings(settings, engine, redis)
             runner = ProjectionRunner(store, build_projections(boards))
-            await tick(store, boards, runner, ZoneInfo(settings.weekly_tz), datetime.now(UTC))
+            await tick(
+                store,
+                boards,
+                runner,
+                ZoneInfo(settings.weekly_tz),
+                datetime.now(UTC),
+                settings.rotation(),
+            )
             tasks = [
                 asyncio.create_task(runner.run_forever(stop), name="projections"),
                 asyncio.create_task(

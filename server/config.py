@@ -13,6 +13,7 @@ from pydantic import BeforeValidator, Field, PlainSerializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from game.challenges import WEEKLY_ROTATION, Template, rotation_of
 from game.safety import SafetyPolicy
 
 DEFAULT_SECRET = "change-me"
@@ -80,6 +81,10 @@ class Settings(BaseSettings):
     log_json: bool = True
     #: Time zone of the weekly challenge rotation (ISO weeks start Monday 00:00 there).
     weekly_tz: str = "UTC"
+    #: The weekly challenge templates to rotate through, by key, in order (JSON list; default:
+    #: all of them, game/challenges.py `WEEKLY_ROTATION`). E.g. `["reverse-10k",
+    #: "three-sessions"]` for a server without drill weeks.
+    weekly_rotation: list[str] = Field(default_factory=lambda: [t.key for t in WEEKLY_ROTATION])
     scheduler_interval_s: float = Field(default=60.0, gt=0)
     #: Live race standings broadcasts per second (1 to 4).
     room_tick_hz: float = Field(default=1.0, ge=1, le=4)
@@ -130,6 +135,16 @@ class Settings(BaseSettings):
         for item in v:
             ip_network(item, strict=False)  # ValueError -> a validation error naming the field
         return v
+
+    @field_validator("weekly_rotation")
+    @classmethod
+    def _known_templates(cls, v: list[str]) -> list[str]:
+        rotation_of(v)  # ValueError -> a validation error naming the field
+        return v
+
+    def rotation(self) -> tuple[Template, ...]:
+        """The weekly rotation's templates."""
+        return rotation_of(self.weekly_rotation)
 
     @field_validator("redis_url")
     @classmethod

@@ -28,12 +28,17 @@ log = logging.getLogger(__name__)
 STANDINGS_SIZE = 100
 
 
-async def open_weekly(store: EventStore, tz: ZoneInfo, now: datetime) -> list[str]:
+async def open_weekly(
+    store: EventStore,
+    tz: ZoneInfo,
+    now: datetime,
+    rotation: tuple[ch.Template, ...] = ch.WEEKLY_ROTATION,
+) -> list[str]:
     """Create the official weekly challenges of this ISO week and the next; returns new ids."""
     opened = []
     for when in (now, now + timedelta(days=7)):
         year, week, _ = when.astimezone(tz).isocalendar()
-        cmd = ch.weekly_challenge(year, week, tz)
+        cmd = ch.weekly_challenge(year, week, tz, rotation=rotation)
         try:
             await execute(
                 store,
@@ -76,10 +81,15 @@ async def close_ended(store: EventStore, boards: Leaderboards, now: datetime) ->
 
 
 async def tick(
-    store: EventStore, boards: Leaderboards, runner: ProjectionRunner, tz: ZoneInfo, now: datetime
+    store: EventStore,
+    boards: Leaderboards,
+    runner: ProjectionRunner,
+    tz: ZoneInfo,
+    now: datetime,
+    rotation: tuple[ch.Template, ...] = ch.WEEKLY_ROTATION,
 ) -> None:
     await runner.run_once()
-    await open_weekly(store, tz, now)
+    await open_weekly(store, tz, now, rotation)
     await close_ended(store, boards, now)
     await runner.run_once()
 
@@ -92,10 +102,10 @@ async def run_scheduler(
     stop: asyncio.Event,
 ) -> None:
     """Tick until `stop` is set; failures are logged and retried on the next tick."""
-    tz = ZoneInfo(settings.weekly_tz)
+    tz, rotation = ZoneInfo(settings.weekly_tz), settings.rotation()
     while not stop.is_set():
         try:
-            await tick(store, boards, runner, tz, datetime.now(UTC))
+            await tick(store, boards, runner, tz, datetime.now(UTC), rotation)
         except Exception:
             log.exception("scheduler tick failed; retrying next tick")
         with contextlib.suppress(TimeoutError):

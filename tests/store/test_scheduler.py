@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import select
 
 from game import challenges as ch
@@ -68,3 +69,21 @@ def ch_direction(_cid: str) -> object:
     from game.ranking import Direction
 
     return Direction.HIGHER
+
+
+async def test_the_scheduler_opens_weeks_from_the_configured_rotation(store: EventStore) -> None:
+    monday = datetime(2026, 11, 30, tzinfo=BERLIN)  # W49: a "Backward Mile" week by default
+    await open_weekly(store, BERLIN, monday, ch.rotation_of(["hour-of-retro"]))
+    for week in (49, 50):
+        events = await store.load(f"challenge-{ch.weekly_challenge_id(2026, week)}")
+        assert events[0].data["template"] == "hour-of-retro"
+
+
+def test_a_rotation_setting_with_an_unknown_template_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from server.config import Settings
+
+    assert Settings(weekly_rotation=["drill-week"]).rotation() == ch.rotation_of(["drill-week"])
+    with pytest.raises(ValidationError, match="weekly_rotation"):
+        Settings(weekly_rotation=["reverse-5k"])

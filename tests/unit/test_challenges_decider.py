@@ -348,3 +348,16 @@ def test_live_state_equals_the_state_rebuilt_from_the_log(script: list[Any]) -> 
         log += new
     rebuilt = [from_data(e.type, orjson.loads(orjson.dumps(to_data(e)))) for e in log]
     assert fold(ch.evolve, ch.initial_state(), rebuilt) == state
+
+
+def test_a_rotation_of_chosen_templates_cycles_through_them_alone() -> None:
+    rotation = ch.rotation_of(["three-sessions", "reverse-10k"])
+    assert [t.key for t in rotation] == ["three-sessions", "reverse-10k"]
+    templates = {ch.weekly_challenge(2026, w, BERLIN, rotation=rotation).template for w in (1, 2)}
+    assert templates == {"three-sessions", "reverse-10k"}
+
+
+@pytest.mark.parametrize("keys", [[], ["no-such-week"], ["reverse-10k", "reverse-10k"]])
+def test_a_rotation_names_known_templates_once_each(keys: list[str]) -> None:
+    with pytest.raises(ValueError, match="weekly rotation"):
+        ch.rotation_of(keys)
