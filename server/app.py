@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import Receive, Scope, Send
 
 from server.api import (
     account,
@@ -59,6 +60,18 @@ class State(TypedDict):
     projections: ProjectionRunner
     rooms: RoomRegistry
     board_pages: PageCache
+
+
+class RetroRunApp(FastAPI):
+    """FastAPI, with room sockets (`/ws/rooms/{room_id}`) served before its routing."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            room_id = ws.room_id_of(scope["path"])
+            if room_id is not None:
+                await ws.serve(scope, receive, send, room_id)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -130,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await redis.aclose()
             await engine.dispose()
 
-    app = FastAPI(
+    app = RetroRunApp(
         title="RetroRun",
         version="0.1.0",
         summary="Gamified multiplayer challenges for backward running, with GPS pace checks.",
@@ -158,7 +171,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         privacy,
     ):
         app.include_router(module.router, prefix="/api/v1")
-    app.include_router(ws.router)
     # Last, so every route above wins: the phone client's static files at `/`.
     web = web_client()
     if web is not None:

@@ -38,6 +38,7 @@ PortOpt = Annotated[int, typer.Option(help="TCP port.")]
 def _serve(settings: Settings, host: str, port: int) -> None:
     from server.app import create_app
     from server.http_guard import guarded_http_protocol
+    from server.ws_protocol import LeanWebSocketProtocol
 
     app = create_app(settings)
     config = uvicorn.Config(
@@ -48,9 +49,11 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         proxy_headers=False,
         timeout_graceful_shutdown=10,
         ws_max_size=64 * 1024,
-        # The rooms write frames straight to this protocol's transport (server/rooms/direct.py)
-        # and encode each shared frame once: no per-socket compression (docs/decisions.md).
-        ws="websockets-sansio",
+        # uvicorn's websockets-sansio protocol, holding less per open socket
+        # (server/ws_protocol.py). The rooms write frames straight to its transport
+        # (server/rooms/direct.py) and encode each shared frame once: no per-socket
+        # compression (docs/decisions.md).
+        ws=LeanWebSocketProtocol,
         ws_per_message_deflate=False,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,

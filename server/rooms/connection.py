@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections import deque
 
 from starlette.websockets import WebSocket
 
@@ -52,16 +51,21 @@ class Connection:
         self._runner_id = runner_id
         self.role = role
         self._moderator = moderator
-        self._queue: deque[Outbound] = deque()
+        #: Frames not yet written, oldest first: a list, as most of the time it is empty (an
+        #: empty deque holds a 64-slot block; thousands of sockets each keep one).
+        self._queue: list[Outbound] = []
         self._standings: Outbound | None = None  # the unsent standings frame in the queue
-        self._wake = asyncio.Event()
+        #: Set when the sender task has work; made with the task, on the first frame that
+        #: cannot be written directly (most sockets never need either).
+        self._wake: asyncio.Event | None = None
         self._max_queued = max_queued
         self._max_lag_s = max_lag_s
         self._welcomed = False
         self._sent_seq = 0
         self._sending_since = 0.0
         self.close_code = 0
-        self.done = asyncio.Event()
+        #: Resolved once the socket is closed (or its sender found it gone).
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         #: Synchronous writes while the sender task is idle (None: every frame through ASGI).
@@ -81,8 +85,16 @@ class Connection:
     def moderator(self) -> bool:
         return self._moderator
 
-    def start(self) -> None:
-        self._sender = asyncio.create_task(self._send_loop(), name=f"ws-send-{self._conn_id}")
+    def _wake_sender(self) -> None:
+        """Hand the queue to the sender task (started on first use)."""
+        if self._wake is None:
+            self._wake = asyncio.Event()
+            self._sender = asyncio.create_task(self._send_loop(), name=f"ws-send-{self._conn_id}")
+        self._wake.set()
+
+    def _finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
 
     def deliver(self, out: Outbound) -> None:
         """Queue a frame (never blocks); too slow a consumer is closed with 1013."""
@@ -100,7 +112,7 @@ class Connection:
             kept = [o for o in q if o.kind not in ("event", "standings") or o.seq > out.seq]
             q.clear()
             q.extend(kept)
-            q.appendleft(out) if out.kind == "welcome" else q.append(out)
+            q.insert(0, out) if out.kind == "welcome" else q.append(out)
             self._standings = None
             self._welcomed = True
         elif out.kind == "standings":
@@ -116,7 +128,7 @@ class Connection:
             q.append(out)
         if not self._busy and self._welcomed and self._direct is not None and self._drain_direct():
             return
-        self._wake.set()
+        self._wake_sender()
 
     def _drain_direct(self) -> bool:
         """Write the queued frames now, in order; False when the transport stops taking them
@@ -131,7 +143,7 @@ class Connection:
                 if not direct.send(self._text(out)):
                     return False
                 WS_FRAMES_DIRECT.inc()
-            q.popleft()
+            q.pop(0)
             if out is self._standings:
                 self._standings = None
             self._mark_sent(out)
@@ -161,15 +173,16 @@ class Connection:
         return out.text
 
     async def _send_loop(self) -> None:
-        ws, q = self.ws, self._queue
+        ws, q, wake = self.ws, self._queue, self._wake
+        assert wake is not None
         try:
             while True:
                 if not q or not self._welcomed:
-                    self._wake.clear()
-                    await self._wake.wait()
+                    wake.clear()
+                    await wake.wait()
                     continue
                 self._busy = True
-                out = q.popleft()
+                out = q.pop(0)
                 self._sending_since = time.monotonic()
                 if out is self._standings:
                     self._standings = None
@@ -194,7 +207,7 @@ class Connection:
         except asyncio.CancelledError:
             raise
         except Exception:  # the socket went away: the reader sees the disconnect
-            self.done.set()
+            self._finish()
 
     def close(self, code: int, *, flush: bool = False, reason: str = "") -> None:
         """Close the socket with `code`: at once, or after the queued frames (`flush`)."""
@@ -222,7 +235,7 @@ class Connection:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.ws.close(code, reason), CLOSE_WAIT_S)
         finally:
-            self.done.set()
+            self._finish()
 
     async def stop(self) -> None:
         """Cancel the sender (the socket is gone)."""

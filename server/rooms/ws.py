@@ -1,5 +1,9 @@
 """`WS /ws/rooms/{room_id}`: sign in, join the room, relay frames both ways.
 
+A room socket lives as long as a race (hours), so it is served beside FastAPI's routing, not
+through it (`serve`, called by `server.app.RetroRunApp`): the router's middleware, exception and
+dependency frames would otherwise be held for every socket (~13 KiB each, docs/benchmarks.md).
+
 Origin is checked here (Starlette's CORS middleware does not cover WebSockets). The first frame
 must be `auth {token}` within 5 s. Every later frame is size-checked, rate-limited and decoded;
 a bad frame gets an `error` frame and the connection stays open. See docs/protocol.md.
@@ -15,15 +19,14 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, WebSocket
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
-from starlette.websockets import WebSocketState
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketState
 
 from server import accounts, metrics, spotters
 from server.config import Settings
@@ -44,7 +47,7 @@ from server.rooms.registry import RoomRegistry
 from server.rooms.room import Room, RoomNotFound
 from server.security import InvalidToken, decode_token
 
-router = APIRouter(tags=["rooms"])
+PATH_PREFIX = "/ws/rooms/"
 
 AUTH_TIMEOUT_S = 5.0
 RATE_PER_S, RATE_BURST = 20.0, 40.0
@@ -94,7 +97,19 @@ class _Bucket:
         return False
 
 
-@router.websocket("/ws/rooms/{room_id}")
+def room_id_of(path: str) -> str | None:
+    """The room id of a room socket's path (`/ws/rooms/{room_id}`), or None for another path."""
+    if not path.startswith(PATH_PREFIX):
+        return None
+    room_id = path[len(PATH_PREFIX) :]
+    return room_id if room_id and "/" not in room_id else None
+
+
+async def serve(scope: Scope, receive: Receive, send: Send, room_id: str) -> None:
+    """Serve one room socket straight from the ASGI server."""
+    await room_socket(WebSocket(scope, receive, send), room_id)
+
+
 async def room_socket(websocket: WebSocket, room_id: str) -> None:
     """A live room (a race's room id is its race id). Protocol: docs/protocol.md."""
     settings: Settings = websocket.state.settings
@@ -231,15 +246,12 @@ async def _serve(ws: WebSocket, room_id: str, who: Who, rooms: RoomRegistry) -> 
         "share_link": who.share_link,
     }
     backplane.subscribe(room_id, conn)
-    conn.start()
     reader = asyncio.create_task(_read(conn, room_id, rooms, extra), name="ws-read")
     try:
         await backplane.forward(
             room_id, Inbound(conn.conn_id, who.id, who.role, "join", extra=extra)
         )
-        closed = asyncio.create_task(conn.done.wait())
-        await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
-        closed.cancel()
+        await asyncio.wait({reader, conn.done}, return_when=asyncio.FIRST_COMPLETED)
     except NoOwner:  # the room has no owner right now (it is moving): reconnect and resume
         conn.close(ROOM_MOVING)
     finally:
@@ -254,7 +266,7 @@ async def _serve(ws: WebSocket, room_id: str, who: Who, rooms: RoomRegistry) -> 
         if not conn.close_code and ws.application_state == WebSocketState.CONNECTED:
             # the client left, or the room went away: nothing more to say
             conn.close(1000)
-        await conn.done.wait() if conn.close_code else None
+        await asyncio.shield(conn.done) if conn.close_code else None
         await conn.stop()
 
 
@@ -262,7 +274,7 @@ async def _read(conn: Connection, room_id: str, rooms: RoomRegistry, extra: dict
     ws, backplane = conn.ws, rooms.backplane
     bucket = _Bucket(RATE_PER_S, RATE_BURST)
     gps_bucket = _Bucket(GPS_RATE_PER_S, GPS_BURST)
-    refused: deque[float] = deque()
+    refused: list[float] = []  # when frames were refused, within the abuse window
 
     def refuse(code: str, message: str, ref: str | None) -> None:
         conn.deliver(Outbound("direct", error(code, message, ref)))
@@ -283,7 +295,7 @@ async def _read(conn: Connection, room_id: str, rooms: RoomRegistry, extra: dict
         if not budget.take(now):
             refused.append(now)
             while refused and refused[0] < now - ABUSE_WINDOW_S:
-                refused.popleft()
+                del refused[0]
             if len(refused) > ABUSE_LIMIT:
                 conn.close(4429, flush=True)
                 return

@@ -30,6 +30,7 @@ from server.store.db import create_engine
 from server.store.event_store import EventStore
 from server.store.tables import Runner
 from server.tracks import stored_fix
+from server.ws_protocol import LeanWebSocketProtocol
 
 SECRET = "test-secret-key-long-enough-for-hs256-0123456789"
 GOOD_ORIGIN = "http://good.example"
@@ -73,10 +74,12 @@ def free_port() -> int:
 
 
 def start_server(settings: Settings, port: int | None = None, **options: Any) -> LiveServer:
-    """A uvicorn server in a thread; `options` go to `uvicorn.Config` (e.g. `ws="wsproto"`)."""
+    """A uvicorn server in a thread; `options` go to `uvicorn.Config` (e.g. `ws="wsproto"`; by
+    default the WebSocket protocol `retrorun serve` runs)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port or 0))
+    options.setdefault("ws", LeanWebSocketProtocol)  # as `retrorun serve` runs
     config = uvicorn.Config(
         create_app(settings), log_config=None, lifespan="on", ws_max_size=64 * 1024, **options
     )

@@ -17,6 +17,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from game.generate import Profile, generate
+from server.ws_protocol import LeanWebSocketProtocol
 from tests.rooms.conftest import (
     LiveServer,
     World,
@@ -31,12 +32,16 @@ from tests.rooms.conftest import (
 FIXES = 8
 
 
-@pytest.fixture(scope="module", params=["websockets-sansio", "wsproto"])
+#: The protocol `retrorun serve` runs, uvicorn's own it derives from, and another one.
+PROTOCOLS = {"lean": LeanWebSocketProtocol, "sansio": "websockets-sansio", "wsproto": "wsproto"}
+
+
+@pytest.fixture(scope="module", params=list(PROTOCOLS))
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     db = tmp_path_factory.mktemp(f"paths-{request.param}") / "rooms.db"
-    srv = start_server(room_settings(db), ws=request.param)
+    srv = start_server(room_settings(db), ws=PROTOCOLS[request.param])
     try:
         yield srv
     finally:
@@ -127,4 +132,4 @@ async def test_both_send_paths_deliver_the_same_numbered_stream(
 
 
 def _is_sansio(srv: LiveServer) -> bool:
-    return srv.server.config.ws == "websockets-sansio"
+    return srv.server.config.ws in ("websockets-sansio", LeanWebSocketProtocol)

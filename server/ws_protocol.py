@@ -1,0 +1,83 @@
+"""uvicorn's `websockets-sansio` WebSocket protocol, holding less for each open socket.
+
+A race room keeps thousands of sockets open for hours, so what each one holds once it is open
+counts (docs/benchmarks.md, "Rooms"). uvicorn's protocol keeps two things it no longer needs:
+
+- the handshake's request and response (two `Headers` objects and their strings) after the
+  response went out; the ASGI scope keeps its own copy of the request headers;
+- an `asyncio.Queue` for the socket's incoming messages: three deques (the items, the getters,
+  the putters) of ~0.7 KiB each, where one consumer (the app's `receive`) and no bounded puts
+  need one deque made on demand and one waiter.
+
+`retrorun serve` runs this protocol (`ws=` in server/cli.py) and the room tests do too; the
+rooms' direct writes (server/rooms/direct.py) rely on the same attributes as on uvicorn's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+
+class Inbox:
+    """What `asyncio.Queue` does for one consumer and unbounded puts, in less memory."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] | None = None
+        self._waiter: asyncio.Future[Any] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and not self._items:
+            self._waiter = None
+            waiter.set_result(item)
+            return
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    async def get(self) -> Any:
+        items = self._items
+        if items:
+            item = items.popleft()
+            if not items:
+                self._items = None  # an empty deque still holds a 64-slot block
+            return item
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if self._waiter is waiter:
+                self._waiter = None
+            if waiter.done() and not waiter.cancelled():  # handed over, then cancelled: keep it
+                if self._items is None:
+                    self._items = deque()
+                self._items.appendleft(waiter.result())
+            raise
+
+
+class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol with a lighter inbox and no handshake kept."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = Inbox()  # type: ignore[assignment]
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete and getattr(self, "response", None) is not None:
+            # the handshake is over: its request and response are never read again
+            self.request = None  # type: ignore[assignment]
+            self.response = None  # type: ignore[assignment]
