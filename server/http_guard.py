@@ -41,12 +41,15 @@ class HeadGuardedProtocol(HttpToolsProtocol):
 
     header_timeout_s: float = 10.0
     max_head_bytes: int = 16 * 1024
+    #: After a 431, the longest the connection stays half-open, dropping what the client sends.
+    LINGER_S = 2.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
         self._in_head = False
         self._head_bytes = 0
+        self._refused = False  # a 431 went out: lingering until the close
 
     # the head's window: opened on connect and at each request's first byte, shut when the
     # parser has the headers (or the connection is gone)
@@ -84,14 +87,28 @@ class HeadGuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering after a 431: what the client still sends is dropped
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)
         if self._in_head and self._head_bytes > self.max_head_bytes:
             if not self.transport.is_closing():
-                self.transport.write(_HEAD_TOO_LARGE)
-                self.transport.close()
+                self._refuse_head()
             self._shut_head()
+
+    def _refuse_head(self) -> None:
+        """431, then a lingering close: closing at once while the client is still sending its
+        head makes the kernel answer with a reset, which may discard the 431 before the client
+        reads it. So: send the 431 and end our side (EOF), drop what still arrives, and close
+        when the client does, or after `LINGER_S`."""
+        self._refused = True
+        self.transport.write(_HEAD_TOO_LARGE)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(self.LINGER_S, self.transport.close)
+        else:  # pragma: no cover - TLS transports cannot half-close
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
