@@ -6,7 +6,8 @@ Each server is its own process on a loopback port; one client process opens the 
   retrorun   `retrorun serve` (SQLite in a temp dir, standings at 4 Hz, rate limits off): N
              runners and N spectators signed in to one race room (real JWTs, `auth` first, each
              waits for its `welcome`); then the race starts and every runner sends one honest
-             1 Hz fix a second for `--seconds` seconds
+             phone fix a second (position, accuracy, speed, course, heading, cadence) for
+             `--seconds` seconds
   uvicorn    a bare ASGI WebSocket app on uvicorn's websockets-sansio protocol (accept, then
              read until the socket closes): the floor under any ASGI room
   websockets a plain `websockets` asyncio server whose handler reads until the socket closes
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import subprocess
 import sys
@@ -40,6 +42,12 @@ import bench_rooms as rooms
 import orjson
 
 HEADING = "## Room memory"
+_SENSORS = (
+    ("speed", "speed_mps"),
+    ("course", "course_deg"),
+    ("heading", "heading_deg"),
+    ("cadence", "cadence_spm"),
+)
 SETTLE_S = 3.0
 
 _BARE_UVICORN = """
@@ -144,6 +152,10 @@ async def _measure_retrorun(
             i = min(step, len(tr) - 1)
             fix = {"type": "gps", "seq": step + 1, "t": time.time(), "acc": float(tr.acc_m[i])}
             fix |= {"lat": float(tr.lat[i]), "lon": float(tr.lon[i])}
+            for key, arr in _SENSORS:  # what a phone reports beside the position
+                value = float(getattr(tr, arr)[i])
+                if not math.isnan(value):
+                    fix[key] = value % 360.0 if key in ("course", "heading") else value
             await ws.send(orjson.dumps(fix).decode())
         await asyncio.sleep(max(0.0, start + step + 1 - time.time()))
     racing = rooms.proc_rss_kib(pid)

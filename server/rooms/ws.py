@@ -106,18 +106,18 @@ def room_id_of(path: str) -> str | None:
 
 
 async def serve(scope: Scope, receive: Receive, send: Send, room_id: str) -> None:
-    """Serve one room socket straight from the ASGI server."""
-    await room_socket(WebSocket(scope, receive, send), room_id)
-
-
-async def room_socket(websocket: WebSocket, room_id: str) -> None:
-    """A live room (a race's room id is its race id). Protocol: docs/protocol.md."""
+    """A live room's socket, served straight from the ASGI server (a race's room id is its race
+    id). Protocol: docs/protocol.md."""
+    websocket = WebSocket(scope, receive, send)
     settings: Settings = websocket.state.settings
-    origin = websocket.headers.get("origin")
+    origin = _origin(websocket.scope)
     if origin is not None and settings.allowed_origins and origin not in settings.allowed_origins:
         await websocket.close(1008)  # before accept: the handshake is refused (403)
         return
     await websocket.accept()
+    # Origin was the only header the room reads: a socket that stays open for hours need not
+    # keep the request's headers (~0.7 KiB a socket, docs/decisions.md)
+    websocket.scope["headers"] = ()
     _limit_send_buffer(websocket)
     metrics.WS_CONNECTIONS.inc()
     try:
@@ -145,6 +145,13 @@ async def _serve_counted(
         rooms.sockets[who.id] -= 1
         if rooms.sockets[who.id] <= 0:
             del rooms.sockets[who.id]
+
+
+def _origin(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"origin":
+            return bytes(value).decode("latin-1")
+    return None
 
 
 def _limit_send_buffer(ws: WebSocket) -> None:
@@ -246,23 +253,38 @@ async def _serve(ws: WebSocket, room_id: str, who: Who, rooms: RoomRegistry) -> 
         "share_link": who.share_link,
     }
     backplane.subscribe(room_id, conn)
-    reader = asyncio.create_task(_read(conn, room_id, rooms, extra), name="ws-read")
+    # This task reads the socket itself (no reader task: thousands of sockets, each a task
+    # fewer); when the room closes the socket first, it stops the read by cancelling this
+    # task, and takes that cancellation back (as `asyncio.timeout` does).
+    task = asyncio.current_task()
+    assert task is not None
+    state = {"reading": True, "stopped": False}
+
+    def stop_reading(_: object) -> None:
+        if state["reading"]:
+            state["stopped"] = True
+            task.cancel()
+
+    conn.done.add_done_callback(stop_reading)
     try:
         await backplane.forward(
             room_id, Inbound(conn.conn_id, who.id, who.role, "join", extra=extra)
         )
-        await asyncio.wait({reader, conn.done}, return_when=asyncio.FIRST_COMPLETED)
+        with contextlib.suppress(Exception):  # the socket went away mid-read
+            await _read(conn, room_id, rooms, extra)
     except NoOwner:  # the room has no owner right now (it is moving): reconnect and resume
         conn.close(ROOM_MOVING)
+    except asyncio.CancelledError:
+        if not state["stopped"] or task.uncancel() > 0:
+            raise  # cancelled from outside (a shutdown), not by the room's close
     finally:
+        state["reading"] = False
+        conn.done.remove_done_callback(stop_reading)
         backplane.unsubscribe(room_id, conn)
         with contextlib.suppress(Exception):  # the room forgets the socket (spotter alerts)
             await backplane.forward(
                 room_id, Inbound(conn.conn_id, who.id, who.role, "leave", extra=extra)
             )
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
         if not conn.close_code and ws.application_state == WebSocketState.CONNECTED:
             # the client left, or the room went away: nothing more to say
             conn.close(1000)

@@ -9,7 +9,7 @@ import time
 
 import orjson
 
-from server.ws_protocol import Inbox, LeanWebSocketProtocol
+from server.ws_protocol import Flag, Inbox, LeanWebSocketProtocol
 from tests.rooms.conftest import LiveServer, World, join, recv
 
 
@@ -55,6 +55,26 @@ async def test_a_cancelled_wait_leaves_the_inbox_usable() -> None:
     assert await asyncio.wait_for(inbox.get(), 1.0) == "x"
 
 
+async def test_a_flag_wakes_every_waiter_once_set() -> None:
+    flag = Flag()
+    assert not flag.is_set()
+    waiters = [asyncio.create_task(flag.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters)
+    flag.set()
+    assert await asyncio.gather(*waiters) == [True, True, True]
+    assert flag.is_set() and await flag.wait()
+    flag.clear()
+    late = asyncio.create_task(flag.wait())
+    await asyncio.sleep(0.01)
+    assert not late.done()
+    late.cancel()  # a cancelled waiter leaves nothing behind
+    with contextlib.suppress(asyncio.CancelledError):
+        await late
+    flag.set()
+    assert flag.is_set()
+
+
 async def test_an_open_room_socket_keeps_no_handshake_and_still_talks(
     live: LiveServer, world: World
 ) -> None:
@@ -69,7 +89,8 @@ async def test_an_open_room_socket_keeps_no_handshake_and_still_talks(
         ]
         assert protos, "the test server runs the lean protocol"
         assert all(p.response is None and p.request is None for p in protos)
-        assert all(isinstance(p.queue, Inbox) for p in protos)
+        assert all(isinstance(p.queue, Inbox) and isinstance(p.writable, Flag) for p in protos)
+        assert all(not p.scope["headers"] for p in protos)  # the room read Origin, then let go
         await ws.send(orjson.dumps({"type": "ping", "t0": time.time(), "cid": "p1"}).decode())
         pong = await recv(ws)
         assert pong["type"] == "pong" and pong["cid"] == "p1"
