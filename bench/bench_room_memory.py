@@ -88,13 +88,14 @@ asyncio.run(main())
 
 
 async def _open(url: str, first: list[str], timeout_s: float) -> list[Any]:
-    """One socket per entry of `first` (a first frame to send, or ""), 32 handshakes at a time;
-    a socket with a first frame waits for its `welcome`."""
+    """One socket per entry of `first` (a first frame to send, or ""), in that order, 32
+    handshakes at a time; a socket with a first frame waits for its `welcome`."""
     from websockets.asyncio.client import connect
 
-    sem, socks = asyncio.Semaphore(32), []
+    sem = asyncio.Semaphore(32)
+    socks: list[Any] = [None] * len(first)
 
-    async def one(frame: str) -> None:
+    async def one(k: int, frame: str) -> None:
         async with sem, asyncio.timeout(timeout_s):
             ws = await connect(url, compression=None, ping_interval=None, max_size=1 << 20)
             if frame:
@@ -102,22 +103,36 @@ async def _open(url: str, first: list[str], timeout_s: float) -> list[Any]:
                 for _ in range(5):
                     if b'"welcome"' in (await ws.recv(decode=False))[:40]:
                         break
-            socks.append(ws)
+                else:
+                    raise RuntimeError("no welcome")
+            socks[k] = ws
 
-    await asyncio.gather(*(one(f) for f in first))
+    await asyncio.gather(*(one(k, f) for k, f in enumerate(first)))
     return socks
 
 
-async def _drain(ws: Any) -> None:
-    with contextlib.suppress(Exception):
-        async for _ in ws:
-            pass
+class _Tally:
+    """Frames the clients received, by type (errors by code): a run whose race did not start
+    or whose fixes were refused would measure the wrong thing, so it fails."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    async def drain(self, ws: Any) -> None:
+        with contextlib.suppress(Exception):
+            async for raw in ws:
+                frame = orjson.loads(raw)
+                kind = frame.get("type", "?")
+                if kind == "error":
+                    kind = f"error:{frame.get('code')}"
+                self.counts[kind] = self.counts.get(kind, 0) + 1
 
 
 async def _measure_peer(url: str, pid: int, sockets: int) -> dict[str, Any]:
     base = rooms.proc_rss_kib(pid)
     socks = await _open(url, [""] * sockets, 60.0)
-    readers = [asyncio.create_task(_drain(ws)) for ws in socks]
+    tally = _Tally()
+    readers = [asyncio.create_task(tally.drain(ws)) for ws in socks]
     await asyncio.sleep(SETTLE_S)
     idle = rooms.proc_rss_kib(pid)
     for ws in socks:
@@ -135,9 +150,8 @@ async def _measure_retrorun(
     base = rooms.proc_rss_kib(pid)
     auth = [orjson.dumps({"type": "auth", "token": tok}).decode() for _, tok, _ in clients]
     socks = await _open(url, auth, 60.0)
-    if len(socks) != len(clients):
-        raise RuntimeError("not every socket was welcomed")
-    readers = [asyncio.create_task(_drain(ws)) for ws in socks]
+    tally = _Tally()
+    readers = [asyncio.create_task(tally.drain(ws)) for ws in socks]
     await asyncio.sleep(SETTLE_S)
     idle = rooms.proc_rss_kib(pid)
     # the sockets were opened in `clients` order: the moderator first, then the runners
@@ -159,11 +173,14 @@ async def _measure_retrorun(
             await ws.send(orjson.dumps(fix).decode())
         await asyncio.sleep(max(0.0, start + step + 1 - time.time()))
     racing = rooms.proc_rss_kib(pid)
+    errors = {k: v for k, v in tally.counts.items() if k.startswith("error")}
+    if errors or tally.counts.get("ack", 0) < len(runners):
+        raise RuntimeError(f"the race did not run as planned: {tally.counts}")
     for ws in socks:
         await ws.close()
     for r in readers:
         r.cancel()
-    return {"sockets": len(socks), "base": base, "idle": idle, "racing": racing}
+    return {"sockets": len(socks), "base": base, "idle": idle, "racing": racing, **tally.counts}
 
 
 def _run(name: str, n: int, seconds: float, tmp: Path) -> dict[str, Any]:
