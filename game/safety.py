@@ -28,7 +28,6 @@ id and carry speeds and durations as evidence, never positions.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -116,7 +115,7 @@ class FallDetector:
     def __init__(self, policy: SafetyPolicy | None = None) -> None:
         self._policy = policy or SafetyPolicy()
         # (t, lat, lon, speed) of the fixes within the last few seconds
-        self._recent: deque[tuple[float, float, float, float]] = deque()
+        self._recent: list[tuple[float, float, float, float]] = []  # a few seconds of fixes
         self._stop: _Stop | None = None
         self._armed = True
         self._last_t = -math.inf
@@ -168,7 +167,7 @@ class FallDetector:
         recent.append((t, fix.lat, fix.lon, v))
         keep = t - max(p.decel_window_s, p.speed_window_s) - 1.0
         while len(recent) > 2 and recent[0][0] < keep:
-            recent.popleft()
+            del recent[0]
         return out
 
     def tick(self, now: float) -> list[StopSignal]:

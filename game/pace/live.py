@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections import deque
 
 import numpy as np
 
@@ -85,7 +84,7 @@ class LiveCheck:
         self._distance_m = 0.0
         self._progress_t = math.nan
         self._raised: set[str] = set()
-        self._recent: deque[tuple[float, float, float]] = deque()
+        self._recent: list[tuple[float, float, float]] = []  # a few fixes: a list, not a deque
         self._lost = False
         self._stalled = False
         self._pending: tuple[float, float, float, float, float] | None = None  # big jump
@@ -221,7 +220,7 @@ class LiveCheck:
         recent.append((t, lat, lon))
         horizon = t - p.superhuman_window_s
         while len(recent) > 2 and recent[1][0] <= horizon:
-            recent.popleft()
+            del recent[0]
         t0, lat0, lon0 = recent[0]
         if t0 <= horizon and "superhuman_speed" not in self._raised:
             speed = _flat_m(lat0, lon0, lat, lon, kx) / (t - t0)
