@@ -186,8 +186,11 @@ async def test_redis_restarted_empty_mid_race_loses_no_acked_fix_and_boards_come
     assert sum(c.reconnects for c in [*conns.values(), *watchers]) > reconnects_before
     epochs_after = {c.epoch for c in [*conns.values(), *watchers]}
     assert epoch_before.isdisjoint(epochs_after)
-    assert len(closed) == len(runners) + len(watchers)  # every client saw the end
-    assert all(c["results"] == closed[0]["results"] for c in closed)
+    # Every client knows the end: the `closed` event, or, for one whose reconnect landed after
+    # it, the welcome of the finished race (it carries the same results, then 4504).
+    assert closed, "the room announced the end"
+    finals = [c.results for c in [*conns.values(), *watchers]]
+    assert all(f == closed[0]["results"] for f in finals), finals
 
     # Nothing acknowledged was lost, nothing stored or counted twice.
     stored, stream = await _stored(cluster.settings, race_id)
