@@ -270,8 +270,7 @@ def main() -> None:
     section = render(results, args.runners, args.seconds)
     print(section)
     if not args.no_write:
-        rooms.HEADING = HEADING  # write_section replaces the section under rooms.HEADING
-        rooms.write_section(section)
+        rooms.write_section(section, HEADING)
 
 
 if __name__ == "__main__":

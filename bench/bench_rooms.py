@@ -1062,10 +1062,11 @@ def render(res: list[dict[str, Any]], ramp: list[dict[str, Any]], meta: dict[str
     return "\n".join(lines)
 
 
-def write_section(section: str) -> None:
-    """Replace only our section of docs/benchmarks.md (other tools own the other sections)."""
+def write_section(section: str, heading: str = HEADING) -> None:
+    """Replace only the section under `heading` of docs/benchmarks.md (other tools own the
+    other sections)."""
     text_now = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
     block = section.rstrip("\n") + "\n\n"
     if pattern.search(text_now):
         new = pattern.sub(lambda _m: block, text_now, count=1)

@@ -48,9 +48,6 @@ class Inbox:
     def empty(self) -> bool:
         return not self._items
 
-    def qsize(self) -> int:
-        return len(self._items) if self._items else 0
-
     async def get(self) -> Any:
         items = self._items
         if items:

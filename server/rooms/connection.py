@@ -1,8 +1,9 @@
-"""One socket of a room: a bounded outgoing queue drained by its own sender task.
+"""One socket of a room: a bounded outgoing queue, drained by a sender task when needed.
 
 The room never waits on a socket: `deliver` writes a frame at once when the socket's transport
 takes it (`server.rooms.direct`: no task switch, no coroutine chain, the common case), and
-otherwise queues it for the sender task, which waits for the transport to drain. A newer
+otherwise queues it for the sender task (made then, on first need), which waits for the
+transport to drain. A newer
 standings frame replaces an unsent older one, so a slow phone gets the latest standings, not a
 backlog. A consumer whose
 queue overflows, or whose socket has not taken a frame for `max_lag_s`, is closed with 1013
