@@ -36,7 +36,7 @@ from game import safety as game_safety
 from game.errors import DomainError
 from game.events import fold, from_data
 from game.pace import Activity, policy_for
-from game.track import Fix, Track
+from game.track import Fix
 from server.rooms import frames
 from server.rooms.backplane import fence_token
 from server.rooms.backplane.base import Backplane, Inbound, Outbound
@@ -68,7 +68,7 @@ from server.store.db import DATABASE_UNAVAILABLE, writer
 from server.store.event_store import ConcurrencyError, EventStore, NewEvent
 from server.store.read_models import RaceFixChunkRow
 from server.store.tables import Runner
-from server.tracks import decode_track, encode_track
+from server.tracks import decode_track, encode_fixes
 
 log = logging.getLogger(__name__)
 CHUNKS = RaceFixChunkRow.__table__  # type: ignore[attr-defined]
@@ -726,7 +726,6 @@ class Room:
         def build() -> list[tuple[races.StoreFixes, dict[str, Any]]]:
             out = []
             for rid, f, items in taken:
-                track = Track.from_fixes([fix for _seq, fix, _cid in items])
                 first, last = items[0][0], items[-1][0]
                 row = {
                     "race_id": self.race_id,
@@ -734,7 +733,7 @@ class Room:
                     "chunk": f.next_chunk,
                     "first_seq": first,
                     "last_seq": last,
-                    "data": encode_track(track),
+                    "data": encode_fixes([fix for _seq, fix, _cid in items]),
                 }
                 out.append((races.StoreFixes(rid, f.next_chunk, first, last, len(items)), row))
             return out

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from game import races
 from game.track import Fix, Track
-from server.tracks import as_stored, decode_track, encode_track, stored_fix
+from server.tracks import as_stored, decode_track, encode_fixes, encode_track, stored_fix
 from tests.reliability.harness import _crossing_track
 from tests.rooms.conftest import shifted
 
@@ -63,27 +63,47 @@ def test_the_fix_the_room_checks_is_the_fix_it_stores() -> None:
 
 
 _maybe = st.one_of(st.none(), st.floats(0.0, 400.0, allow_nan=False))
+_any_value = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))
+
+
+def _tracks(max_size: int, **optional: st.SearchStrategy[float | None]) -> st.SearchStrategy:
+    """Lists of fixes with the given optional fields (the others missing)."""
+    fix = st.builds(
+        Fix,
+        st.floats(946684800.0, 4102444800.0),
+        st.floats(-90.0, 90.0),
+        st.floats(-180.0, 180.0),
+        mock=st.booleans(),
+        **optional,
+    )
+    return st.lists(fix, min_size=1, max_size=max_size)
+
+
+_SENT = ("acc_m", "speed_mps", "course_deg", "heading_deg", "cadence_spm")
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    st.lists(
-        st.builds(
-            Fix,
-            st.floats(946684800.0, 4102444800.0),
-            st.floats(-90.0, 90.0),
-            st.floats(-180.0, 180.0),
-            acc_m=_maybe,
-            speed_mps=_maybe,
-            course_deg=_maybe,
-            heading_deg=_maybe,
-            cadence_spm=_maybe,
-            mock=st.booleans(),
-        ),
-        min_size=1,
-        max_size=20,
-    )
-)
+@given(_tracks(20, **dict.fromkeys(_SENT, _maybe)))
 def test_stored_fix_is_exactly_what_storage_gives_back(fixes: list[Fix]) -> None:
     fixes.sort(key=lambda f: f.t)
     assert [stored_fix(f) for f in fixes] == list(as_stored(Track.from_fixes(fixes)).fixes())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _tracks(
+        40,
+        **{
+            **dict.fromkeys((*_SENT, "course_acc_deg", "hr_bpm"), _maybe),
+            "acc_m": _any_value,  # NaN, inf, beyond float32
+            "ele_m": _any_value,
+        },
+    )
+)
+def test_the_room_s_chunk_encoder_writes_the_same_bytes_as_the_track_encoder(
+    fixes: list[Fix],
+) -> None:
+    """The room stores its chunks with `encode_fixes` (no numpy); uploads and replays use
+    `encode_track`/`decode_track`: one format, whichever wrote it (NaN, inf, beyond float32,
+    missing fields, mock bits past one byte)."""
+    assert encode_fixes(fixes) == encode_track(Track.from_fixes(fixes))
