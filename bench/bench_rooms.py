@@ -16,8 +16,8 @@ acks. Tokens are real JWTs for retrorun (accounts inserted into its database, th
 with `POST /api/v1/races`, runners registered through `game.races.decide` in one append, started
 by a moderator's `control {action: start}` frame) and plain names for the peers.
 
-Load generator: `--workers` processes (multiprocessing, spawn), each an asyncio loop with raw
-`websockets` clients (no compression). Open loop: each runner sends fix k at its own time
+Load generator: `--workers` processes (multiprocessing, spawn), each an asyncio loop of raw
+WebSocket clients (`RawSocket`, an asyncio protocol: no task per socket or frame; no compression). Open loop: each runner sends fix k at its own time
 `gun + phase + offset_k` (phase uniform in [0, 1) s, offsets from a `game.generate` honest phone
 track, so 1 Hz, with `t` = that server time, as clients/simulate.py does); a late server does not
 slow the schedule down. Latency is carried in the frames: each gps frame has `echo` = its seq, and
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import importlib.metadata as md
 import json
@@ -90,9 +91,14 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 def proc_cpu_s(pid: int) -> float:
     """utime + stime of a process (all its threads), seconds."""
+    return sum(proc_times_s(pid))
+
+
+def proc_times_s(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process (all its threads), seconds."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def proc_rss_kib(pid: int) -> int:
@@ -143,6 +149,7 @@ class Client:
     phase: float = 0.0
     pending: deque[tuple[int, float]] = field(default_factory=deque)  # (seq, scheduled mono)
     close_code: int | None = None
+    welcomed: Any = None  # a future, set by the welcome frame
 
 
 def _tracks(runners: list[Client], seed: int, seconds_needed: float) -> None:
@@ -187,11 +194,99 @@ def _tracks(runners: list[Client], seed: int, seconds_needed: float) -> None:
         c.fixes = out
 
 
-async def _worker_main(conn: Any, spec: dict[str, Any]) -> None:
-    import websockets
-    from websockets.asyncio.client import connect
+class RawSocket(asyncio.Protocol):
+    """A WebSocket client for the load generator, as an asyncio protocol: frames parsed in
+    `data_received`, no task or future per frame. A `websockets` client costs several times more
+    CPU per received frame, and a generator on the same 2 cores must leave the server its core
+    (a run where the generator saturates is invalid). Client frames are masked with the all-zero
+    key (RFC 6455 allows any key; the server unmasks them as usual), so a frame is its header and
+    the text as is. Server pings are answered; the close code is kept."""
 
+    def __init__(self, path: str, host: str, on_text: Any, on_close: Any) -> None:
+        self._request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n\r\n"
+        ).encode()
+        self._buf = bytearray()
+        self._on_text, self._on_close = on_text, on_close
+        self.transport: Any = None
+        self.open = asyncio.get_running_loop().create_future()
+        self.close_code: int | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(self._request)
+
+    def send(self, text: str) -> None:
+        self.send_frame(0x1, text.encode())
+
+    def send_frame(self, opcode: int, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        n = len(data)
+        if n < 126:
+            head = bytes((0x80 | opcode, 0x80 | n))
+        elif n < 65536:
+            head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+        else:
+            head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+        self.transport.write(head + b"\0\0\0\0" + data)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        if not self.open.done():
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = bytes(buf[:12])
+            del buf[: end + 4]
+            if not status.startswith(b"HTTP/1.1 101"):
+                self.open.set_exception(ConnectionError(status.decode(errors="replace")))
+                self.transport.close()
+                return
+            self.open.set_result(None)
+        while len(buf) >= 2:
+            n, at = buf[1] & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    return
+                n, at = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                if len(buf) < 10:
+                    return
+                n, at = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < at + n:
+                return
+            opcode = buf[0] & 0x0F
+            payload = bytes(buf[at : at + n])
+            del buf[: at + n]
+            if opcode == 0x1:
+                self._on_text(payload)
+            elif opcode == 0x9:  # ping: pong with its payload
+                self.send_frame(0xA, payload)
+            elif opcode == 0x8:
+                self._closed(int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005)
+                self.transport.close()
+                return
+
+    def _closed(self, code: int) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self._on_close(code)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.open.done():
+            self.open.set_exception(ConnectionError("closed during the handshake"))
+        self._closed(1006)
+
+
+async def _worker_main(conn: Any, spec: dict[str, Any]) -> None:
     url: str = spec["url"]
+    host_port, _, path = url.removeprefix("ws://").partition("/")
+    host, _, port = host_port.rpartition(":")
+    path = "/" + path
     clients = [Client(k, tok, idx) for k, tok, idx in spec["clients"]]
     runners = [c for c in clients if c.kind == "runner"]
     moderator = next((c for c in clients if c.kind == "moderator"), None)
@@ -216,7 +311,53 @@ async def _worker_main(conn: Any, spec: dict[str, Any]) -> None:
     loop_lags: list[float] = []
     window = {"start": math.inf, "end": math.inf}
     start_box: dict[str, float] = {}
-    countdown = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    countdown = loop.create_future()
+    lat_append = latencies.append
+
+    def on_text(c: Client, raw: bytes) -> None:
+        now = time.monotonic()
+        stats["bytes_in"] += len(raw)
+        head = raw[:30]
+        if b'"standings"' in head:
+            in_window = window["start"] <= now <= window["end"]
+            if c.kind != "runner":
+                stats["frames_spectator"] += 1
+                if in_window:
+                    stats["standings_spectator_window"] += 1
+                return
+            stats["frames_runner"] += 1
+            if in_window:
+                stats["standings_runner_window"] += 1
+            you = orjson.loads(raw).get("you")
+            echo = you.get("echo") if you else None
+            if echo is None:
+                return
+            e = int(echo)
+            pend = c.pending
+            while pend and pend[0][0] <= e:
+                _seq, sched = pend.popleft()
+                if window["start"] <= sched < window["end"]:
+                    lat_append((now - sched) * 1000.0)
+        elif b'"ack"' in head:
+            stats["acks"] += 1
+        elif b'"welcome"' in head:
+            if c.welcomed is not None and not c.welcomed.done():
+                c.welcomed.set_result(None)
+        elif b'"countdown"' in head:
+            if c is moderator and not countdown.done():
+                countdown.set_result(orjson.loads(raw)["start_at"])
+        elif b'"error"' in head:
+            code = orjson.loads(raw).get("code", "?")
+            stats["errors"][code] = stats["errors"].get(code, 0) + 1
+            if len(stats["error_samples"]) < 5:
+                stats["error_samples"].append(raw[:200].decode(errors="replace"))
+
+    def on_close(c: Client, code: int) -> None:
+        if c.ws is None:  # during the join: counted as a failed connect
+            return
+        c.close_code = code
+        stats["closes"][str(code)] = stats["closes"].get(str(code), 0) + 1
 
     # connect: bounded concurrency, bounded time
     sem = asyncio.Semaphore(32)
@@ -228,25 +369,27 @@ async def _worker_main(conn: Any, spec: dict[str, Any]) -> None:
 
     async def join_once(c: Client, attempt: int) -> None:
         async with sem:
+            proto = None
             try:
                 async with asyncio.timeout(30.0):
-                    ws = await connect(
-                        url,
-                        compression=None,
-                        ping_interval=None,
-                        open_timeout=20,
-                        close_timeout=1,
-                        max_size=1 << 20,
+                    c.welcomed = loop.create_future()
+                    _tr, proto = await loop.create_connection(
+                        lambda: RawSocket(
+                            path,
+                            host_port,
+                            lambda raw: on_text(c, raw),
+                            lambda code: on_close(c, code),
+                        ),
+                        host,
+                        int(port),
                     )
-                    await ws.send(orjson.dumps({"type": "auth", "token": c.token}).decode())
-                    for _ in range(5):  # welcome first (a few frames at most)
-                        raw = await ws.recv(decode=False)
-                        if b'"welcome"' in raw[:40]:
-                            break
-                    else:
-                        raise RuntimeError("no welcome")
-                    c.ws = ws
+                    await proto.open
+                    proto.send(orjson.dumps({"type": "auth", "token": c.token}).decode())
+                    await c.welcomed  # welcome first
+                    c.ws = proto
             except Exception as exc:
+                if proto is not None and proto.transport is not None:
+                    proto.transport.abort()
                 if attempt == 0:
                     await asyncio.sleep(0.5)
                     return
@@ -258,65 +401,12 @@ async def _worker_main(conn: Any, spec: dict[str, Any]) -> None:
     conn.send(("connected", sum(1 for c in clients if c.ws is not None)))
 
     mono_of_wall = time.time() - time.monotonic()
-
-    async def reader(c: Client) -> None:
-        ws, runner = c.ws, c.kind == "runner"
-        lat_append = latencies.append
-        try:
-            while True:
-                raw = await ws.recv(decode=False)
-                now = time.monotonic()
-                stats["bytes_in"] += len(raw)
-                head = raw[:30]
-                if b'"standings"' in head:
-                    in_window = window["start"] <= now <= window["end"] + 0.0
-                    if not runner:
-                        stats["frames_spectator"] += 1
-                        if in_window:
-                            stats["standings_spectator_window"] += 1
-                        continue
-                    stats["frames_runner"] += 1
-                    if in_window:
-                        stats["standings_runner_window"] += 1
-                    you = orjson.loads(raw).get("you")
-                    echo = you.get("echo") if you else None
-                    if echo is None:
-                        continue
-                    e = int(echo)
-                    pend = c.pending
-                    while pend and pend[0][0] <= e:
-                        _seq, sched = pend.popleft()
-                        if window["start"] <= sched < window["end"]:
-                            lat_append((now - sched) * 1000.0)
-                elif b'"ack"' in head:
-                    stats["acks"] += 1
-                elif b'"countdown"' in head:
-                    if c is moderator and not countdown.done():
-                        countdown.set_result(orjson.loads(raw)["start_at"])
-                elif b'"error"' in head:
-                    code = orjson.loads(raw).get("code", "?")
-                    stats["errors"][code] = stats["errors"].get(code, 0) + 1
-                    if len(stats["error_samples"]) < 5:
-                        stats["error_samples"].append(raw[:200].decode(errors="replace"))
-        except websockets.ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd is not None else 1006
-            c.close_code = code
-            stats["closes"][str(code)] = stats["closes"].get(str(code), 0) + 1
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            stats["closes"]["reader-error"] = stats["closes"].get("reader-error", 0) + 1
-            if len(stats["error_samples"]) < 5:
-                stats["error_samples"].append(f"reader: {exc!r}"[:200])
-
     live = [c for c in clients if c.ws is not None]
-    readers = [asyncio.create_task(reader(c)) for c in live]
 
     # the moderator (worker 0) starts the race when the parent says so
-    loop = asyncio.get_running_loop()
     msg = await loop.run_in_executor(None, conn.recv)
     if msg[0] == "start" and moderator is not None and moderator.ws is not None:
-        await moderator.ws.send(
+        moderator.ws.send(
             orjson.dumps(
                 {"type": "control", "action": "start", "countdown_s": COUNTDOWN_S}
             ).decode()
@@ -328,8 +418,6 @@ async def _worker_main(conn: Any, spec: dict[str, Any]) -> None:
         conn.send(("gun", gun))
         msg = await loop.run_in_executor(None, conn.recv)
     if msg[0] != "go":
-        for t in readers:
-            t.cancel()
         conn.send(("result", {"aborted": True, "stats": stats}))
         return
     start_box.update(msg[1])
@@ -375,18 +463,17 @@ async def _worker_main(conn: Any, spec: dict[str, Any]) -> None:
                 send_lags.append((now - sched) * 1000.0)
                 stats["sent_window"] += 1
             stats["sent"] += 1
-            try:
-                await ws.send(frame)
-            except Exception:
+            if ws.transport.is_closing():
                 return
+            ws.send(frame)
         stats["stopped_early"] += 1  # the track ran out before the end
 
     senders = [asyncio.create_task(run(c)) for c in live if c.kind == "runner"]
     aux = [asyncio.create_task(marks()), asyncio.create_task(heartbeat())]
     await asyncio.sleep(max(0.0, stop_mono - time.monotonic()))
-    for t in senders + aux + readers:
+    for t in senders + aux:
         t.cancel()
-    await asyncio.gather(*senders, *aux, *readers, return_exceptions=True)
+    await asyncio.gather(*senders, *aux, return_exceptions=True)
     lost = 0
     for c in live:
         for _seq, sched in c.pending:
@@ -610,6 +697,11 @@ class Config:
     seconds: float
     warmup: float = 5.0
     drain: float = 3.0
+    spectators: int | None = None  # None: as many as runners
+
+    @property
+    def watchers(self) -> int:
+        return self.runners if self.spectators is None else self.spectators
 
     @property
     def label(self) -> str:
@@ -620,8 +712,10 @@ class Config:
 SECRET = "bench-rooms-" + secrets.token_hex(24)
 
 
-async def _retrorun_setup(db_url: str, port: int, n: int) -> tuple[str, list[tuple[str, str, int]]]:
-    """Accounts (moderator, N runners, N spectators), a race via REST, N registrations."""
+async def _retrorun_setup(
+    db_url: str, port: int, n: int, spectators: int
+) -> tuple[str, list[tuple[str, str, int]]]:
+    """Accounts (moderator, N runners, the spectators), a race via REST, N registrations."""
     from datetime import UTC, datetime, timedelta
 
     import httpx
@@ -642,7 +736,7 @@ async def _retrorun_setup(db_url: str, port: int, n: int) -> tuple[str, list[tup
     try:
         ids = {"moderator": [], "runner": [], "spectator": []}  # type: dict[str, list[str]]
         rows = []
-        for kind, count in (("moderator", 1), ("runner", n), ("spectator", n)):
+        for kind, count in (("moderator", 1), ("runner", n), ("spectator", spectators)):
             for i in range(count):
                 rid = f"{kind[:3]}-{i:05d}-{secrets.token_hex(4)}"
                 handle = f"b{kind[:1]}{i}_{secrets.token_hex(3)}"
@@ -751,12 +845,12 @@ def run_config(cfg: Config, workers: int, seed: int, tmp: Path) -> dict[str, Any
     try:
         _wait_port(port, proc, 60.0)
         if cfg.name == "retrorun":
-            race_id, clients = asyncio.run(_retrorun_setup(db_url, port, cfg.runners))
+            race_id, clients = asyncio.run(_retrorun_setup(db_url, port, cfg.runners, cfg.watchers))
         else:
             race_id = "bench"
             clients = [("moderator", "moderator:0", -1)]
             clients += [("runner", f"runner:{i}", i) for i in range(cfg.runners)]
-            clients += [("spectator", f"spectator:{i}", -1) for i in range(cfg.runners)]
+            clients += [("spectator", f"spectator:{i}", -1) for i in range(cfg.watchers)]
         time.sleep(1.0)  # let the server settle before the baseline
         rss_base = proc_rss_kib(proc.pid)
         url = f"ws://127.0.0.1:{port}/ws/rooms/{race_id}"
@@ -821,6 +915,7 @@ def run_config(cfg: Config, workers: int, seed: int, tmp: Path) -> dict[str, Any
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+        sys0 = proc_times_s(proc.pid)[1]
         cpu0, busy0, rss_peak = proc_cpu_s(proc.pid), machine_busy(), 0
         t0 = time.monotonic()
         last_cpu, last_t, peak_cpu = cpu0, t0, 0.0
@@ -834,6 +929,7 @@ def run_config(cfg: Config, workers: int, seed: int, tmp: Path) -> dict[str, Any
             last_cpu, last_t = cpu_now, t
             rss_peak = max(rss_peak, proc_rss_kib(proc.pid))
         cpu1, busy1, t1 = proc_cpu_s(proc.pid), machine_busy(), time.monotonic()
+        sys1 = proc_times_s(proc.pid)[1]
         rss_end = proc_rss_kib(proc.pid)
         if spy is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -873,6 +969,7 @@ def run_config(cfg: Config, workers: int, seed: int, tmp: Path) -> dict[str, Any
                 "p99": pct(lat, 99, total),
                 "max": lat[-1] if lat else float("nan"),
                 "server_cpu": 100.0 * (cpu1 - cpu0) / wall,
+                "server_sys": 100.0 * (sys1 - sys0) / wall,  # of it in the kernel (sends)
                 "server_cpu_peak": 100.0 * peak_cpu,
                 "rss_base_mib": rss_base / 1024,
                 "rss_connected_mib": rss_connected / 1024,
@@ -993,10 +1090,10 @@ def render(res: list[dict[str, Any]], ramp: list[dict[str, Any]], meta: dict[str
     lines.append("")
     lines.append(
         "| server | N | sockets | p50 ms | p90 ms | p99 ms | max ms | lost | standings/s per "
-        "runner | server CPU % (peak 1 s) | RSS MiB base → end | KiB/conn | generator CPU % "
+        "runner | server CPU % (peak 1 s) | of it kernel % | RSS MiB base → end | KiB/conn | generator CPU % "
         "(max worker) | gen loop lag p99 ms | machine busy % | valid |"
     )
-    lines.append("|" + "---|" * 16)
+    lines.append("|" + "---|" * 17)
     for r in res + [x for x in ramp if x not in res]:
         if "error" in r:
             lines.append(f"| {r['config']} | {r['runners']:,} | failed: {r['error'][:120]} |")
@@ -1005,7 +1102,7 @@ def render(res: list[dict[str, Any]], ramp: list[dict[str, Any]], meta: dict[str
             f"| {r['config']} | {r['runners']:,} | {r['sockets']:,} | {fmt_ms(r['p50'])} | "
             f"{fmt_ms(r['p90'])} | {fmt_ms(r['p99'])} | {fmt_ms(r['max'])} | "
             f"{r['lost']:,} / {r['fixes']:,} | {r['runner_hz']:.2f} | "
-            f"{r['server_cpu']:.0f} ({r['server_cpu_peak']:.0f}) | "
+            f"{r['server_cpu']:.0f} ({r['server_cpu_peak']:.0f}) | {r.get('server_sys', 0):.0f} | "
             f"{r['rss_base_mib']:.0f} → {r['rss_end_mib']:.0f} | {r['kib_per_conn']:.1f} | "
             f"{r['gen_cpu_total']:.0f} ({r['gen_cpu_max']:.0f}) | {r['loop_lag_p99']:.1f} | "
             f"{r['machine_busy']:.0f} | {'yes' if r['gen_ok'] else 'no (generator)'} |"
@@ -1047,7 +1144,9 @@ def render(res: list[dict[str, Any]], ramp: list[dict[str, Any]], meta: dict[str
     if ramp:
         lines.append(
             f"Ramp (retrorun, 4 Hz, {meta.get('ramp_seconds', 0):g} s measured per step after a "
-            f"3 s warm-up, a fresh server each): from N={meta['n']:,} up until p99 passes "
+            f"3 s warm-up, a fresh server each; "
+            f"{meta.get('ramp_watchers') or 'N'} spectators): from N={meta['n']:,} up until "
+            "p99 passes "
             f"{KNEE_P99_MS:g} ms, or down until it no longer does (the rows after the first "
             f"{len(res)}). {meta.get('knee_text', '')}"
         )
@@ -1090,6 +1189,12 @@ def main() -> None:
         help="comma list of retrorun4,retrorun1,naive,broadcast4,broadcast1",
     )
     parser.add_argument("--ramp", default=None, help="comma list of N for the ramp (--full)")
+    parser.add_argument(
+        "--ramp-spectators",
+        type=int,
+        default=None,
+        help="spectators held at this count while the ramp adds runners (default: N spectators)",
+    )
     parser.add_argument("--budget", type=float, default=None, help="wall-clock budget, s")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None, help="also dump raw results here")
@@ -1159,6 +1264,9 @@ def main() -> None:
             first_bad = None if up or base is None else base["runners"]
             ramp_s, ramp_warm = args.seconds / 2, 3.0
             meta["ramp_seconds"] = ramp_s
+            meta["ramp_watchers"] = (
+                f"{args.ramp_spectators:,}" if args.ramp_spectators is not None else None
+            )
             for step in steps:
                 cost = 25.0 + ramp_warm + ramp_s + COUNTDOWN_S + 3.0 + step / 25.0
                 if time.monotonic() - t_start + cost > budget:
@@ -1168,9 +1276,10 @@ def main() -> None:
                     )
                     meta["ramp_cut"] = step
                     break
-                r = safe_run(
-                    Config("retrorun", step, 4.0, ramp_s, ramp_warm), args.workers, args.seed, tmp
+                step_cfg = Config(
+                    "retrorun", step, 4.0, ramp_s, ramp_warm, spectators=args.ramp_spectators
                 )
+                r = safe_run(step_cfg, args.workers, args.seed, tmp)
                 ramp.append(r)
                 ok = "p99" in r and r["p99"] <= KNEE_P99_MS
                 if "p99" in r and not r["gen_ok"]:
