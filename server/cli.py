@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import socket
 import subprocess
@@ -35,8 +36,30 @@ HostOpt = Annotated[str, typer.Option(help="Interface to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="TCP port.")]
 
 
+#: glibc's `mallopt` parameter for the number of malloc arenas.
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """Cap glibc's malloc arenas (`mallopt(M_ARENA_MAX)`), before any thread starts; True when
+    the cap is set. glibc gives each thread that allocates its own arena (up to 8 a core), and
+    memory freed in one arena is not reused by another: the database and worker threads then
+    hold pages the event loop no longer can. Python's GIL serialises the threads anyway. 0, or
+    a C library without `mallopt` (musl, macOS), leaves the allocator as it is."""
+    if arenas <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(mallopt(_M_ARENA_MAX, arenas))
+
+
 def _serve(settings: Settings, host: str, port: int) -> None:
     from server.app import create_app
+
+    limit_malloc_arenas(settings.malloc_arenas)
     from server.http_guard import guarded_http_protocol
     from server.ws_protocol import LeanWebSocketProtocol
 

@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     #: collection otherwise walks more objects, more often (a room's tick waits behind it).
     #: 0 keeps CPython's defaults and does not freeze.
     gc_gen0: int = Field(default=20_000, ge=0)
+    #: `retrorun serve` only, on glibc: at most this many malloc arenas (`mallopt(M_ARENA_MAX)`,
+    #: as the MALLOC_ARENA_MAX variable does). Each thread that allocates otherwise gets its own,
+    #: and their free pages are not shared: ~2 KiB more RSS a room socket under load
+    #: (docs/benchmarks.md). 0 leaves glibc's default (8 a core).
+    malloc_arenas: int = Field(default=2, ge=0, le=64)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
@@ -82,3 +84,53 @@ async def test_serve_freezes_startup_objects_and_collects_the_young_generation_l
         await asyncio.wait_for(task, 10)
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+_ARENAS_PROBE = r"""
+import ctypes, sys, tempfile, threading
+from server.cli import limit_malloc_arenas
+
+capped = limit_malloc_arenas(int(sys.argv[1]))
+
+def work():
+    blocks = [bytearray(4096) for _ in range(200)]  # past pymalloc: glibc's malloc
+    del blocks
+
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
+with tempfile.NamedTemporaryFile(suffix=".xml") as out:
+    fp = libc.fopen(out.name.encode(), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(fp))
+    libc.fclose(ctypes.c_void_p(fp))
+    print(capped, open(out.name).read().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="mallopt(M_ARENA_MAX) is glibc's",
+)
+def test_serve_caps_glibc_s_malloc_arenas() -> None:
+    """`retrorun serve` (Settings.malloc_arenas) caps the arenas that threads allocate from:
+    four threads get arenas of their own without it, and share one with it."""
+
+    def heaps(cap: int) -> tuple[str, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", _ARENAS_PROBE, str(cap)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.split()
+        return out[0], int(out[1])
+
+    assert heaps(1) == ("True", 1)
+    capped, uncapped = heaps(0)
+    assert capped == "False" and uncapped > 1
+    assert Settings(secret_key="x" * 32).malloc_arenas == 2
