@@ -713,9 +713,10 @@ SECRET = "bench-rooms-" + secrets.token_hex(24)
 
 
 async def _retrorun_setup(
-    db_url: str, port: int, n: int, spectators: int
+    db_url: str, port: int, n: int, spectators: int | None = None
 ) -> tuple[str, list[tuple[str, str, int]]]:
-    """Accounts (moderator, N runners, the spectators), a race via REST, N registrations."""
+    """Accounts (moderator, N runners, the spectators: N unless given), a race via REST, N
+    registrations."""
     from datetime import UTC, datetime, timedelta
 
     import httpx
@@ -736,7 +737,11 @@ async def _retrorun_setup(
     try:
         ids = {"moderator": [], "runner": [], "spectator": []}  # type: dict[str, list[str]]
         rows = []
-        for kind, count in (("moderator", 1), ("runner", n), ("spectator", spectators)):
+        for kind, count in (
+            ("moderator", 1),
+            ("runner", n),
+            ("spectator", n if spectators is None else spectators),
+        ):
             for i in range(count):
                 rid = f"{kind[:3]}-{i:05d}-{secrets.token_hex(4)}"
                 handle = f"b{kind[:1]}{i}_{secrets.token_hex(3)}"
