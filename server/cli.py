@@ -57,9 +57,9 @@ def limit_malloc_arenas(arenas: int) -> bool:
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
-    from server.app import create_app
+    limit_malloc_arenas(settings.malloc_arenas)  # before the database's and workers' threads
 
-    limit_malloc_arenas(settings.malloc_arenas)
+    from server.app import create_app
     from server.http_guard import guarded_http_protocol
     from server.ws_protocol import LeanWebSocketProtocol
 
