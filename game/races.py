@@ -702,9 +702,16 @@ class RaceLive:
     """
 
     def __init__(
-        self, distance_m: float, start_at: float, policy: PacePolicy | None = None
+        self,
+        distance_m: float,
+        start_at: float,
+        policy: PacePolicy | None = None,
+        *,
+        float32_extras: bool = False,
     ) -> None:
+        """`float32_extras`: every fix's extras are float32 values (`LiveCheck`)."""
         self.distance_m = distance_m
+        self.float32_extras = float32_extras
         self.start_at = start_at
         self.policy = policy or policy_for(Activity.RACE)
         self.paused_s = 0.0
@@ -715,7 +722,8 @@ class RaceLive:
     def _runner(self, runner_id: str) -> _Runner:
         r = self._runners.get(runner_id)
         if r is None:
-            r = self._runners[runner_id] = _Runner(LiveCheck(self.policy))
+            check = LiveCheck(self.policy, float32_extras=self.float32_extras)
+            r = self._runners[runner_id] = _Runner(check)
         return r
 
     def add_fix(self, runner_id: str, fix: Fix, now: float) -> FixOutcome:

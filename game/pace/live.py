@@ -5,7 +5,8 @@ raise live signals at once: mock location, a jump of a kilometre, superhuman spe
 bad or future timestamps. The final `verdict` runs the one rule table over the fixes received,
 so it is by construction the batch verdict on the same fixes (the rules need the whole track:
 medians, best efforts up to a marathon, five-minute windows). Memory: the fixes as float64
-rows, 80 bytes a fix (a 6 h race at 1 Hz: 1.7 MB per runner).
+rows, 80 bytes a fix (a 6 h race at 1 Hz: 1.7 MB per runner); 56 with `float32_extras`, as a
+race room keeps them (its fixes are stored ones, whose extras are float32: 1.2 MB).
 """
 
 from __future__ import annotations
@@ -21,20 +22,12 @@ from game.pace.verdict import Flag, Verdict, evidence
 from game.track import EARTH_RADIUS_M, Fix, Track
 
 _RAD = math.pi / 180.0
-#: One row per fix: the fields the rules read (heart rate and elevation are not kept).
-_ROW = (
-    "t",
-    "lat",
-    "lon",
-    "mock",
-    "acc_m",
-    "speed_mps",
-    "course_deg",
-    "course_acc_deg",
-    "heading_deg",
-    "cadence_spm",
-)
-_WIDTH = len(_ROW)
+#: One row per fix: the fields the rules read (heart rate and elevation are not kept), the
+#: time, position and mock flag as doubles, the device's extras in a second array.
+_CORE = ("t", "lat", "lon", "mock")
+_EXTRAS = ("acc_m", "speed_mps", "course_deg", "course_acc_deg", "heading_deg", "cadence_spm")
+_WIDTH = len(_CORE)
+_EXTRA_WIDTH = len(_EXTRAS)
 _NAN = math.nan
 
 
@@ -59,6 +52,7 @@ class LiveCheck:
     __slots__ = (
         "_anchor",
         "_distance_m",
+        "_extras",
         "_first_t",
         "_kx",
         "_last",
@@ -73,9 +67,14 @@ class LiveCheck:
         "_stalled",
     )
 
-    def __init__(self, policy: PacePolicy | None = None) -> None:
+    def __init__(self, policy: PacePolicy | None = None, *, float32_extras: bool = False) -> None:
+        """`float32_extras`: the extras (accuracy, speed, course, heading, cadence) of every fix
+        are float32 values, as the server stores them (`server.tracks.stored_fix`), so they are
+        kept as float32 with nothing lost: 56 bytes a fix instead of 80 (a race room holds every
+        runner's fixes for the verdict at the finish: about 200 KB a runner an hour at 1 Hz)."""
         self._policy = policy or PacePolicy()
-        self._rows = array("d")  # row-major fixes, `_ROW` order: 80 bytes a fix
+        self._rows = array("d")  # t, lat, lon, mock per fix
+        self._extras = array("f" if float32_extras else "d")  # `_EXTRAS` per fix
         self._now = -math.inf
         self._kx = _M_PER_DEG  # metres per degree of longitude, set at the first fix
         self._first_t = math.nan
@@ -121,8 +120,8 @@ class LiveCheck:
             fix.heading_deg,
             fix.cadence_spm,
         )
-        self._rows.extend((
-            fix.t, fix.lat, fix.lon, 1.0 if fix.mock else 0.0,
+        self._rows.extend((fix.t, fix.lat, fix.lon, 1.0 if fix.mock else 0.0))
+        self._extras.extend((
             _NAN if a is None else a, _NAN if v is None else v, _NAN if c is None else c,
             _NAN if ca is None else ca, _NAN if h is None else h, _NAN if cad is None else cad,
         ))  # fmt: skip
@@ -273,7 +272,9 @@ class LiveCheck:
         at = self._now if now is None else now
         # copies: a live buffer view would block further appends (BufferError on resize)
         rows = np.array(self._rows, dtype=np.float64).reshape(-1, _WIDTH)
-        cols = {name: rows[:, k].copy() for k, name in enumerate(_ROW)}
+        extras = np.array(self._extras, dtype=np.float64).reshape(-1, _EXTRA_WIDTH)
+        cols = {name: rows[:, k].copy() for k, name in enumerate(_CORE)}
+        cols |= {name: extras[:, k].copy() for k, name in enumerate(_EXTRAS)}
         track = Track.from_arrays(
             cols.pop("t"), cols.pop("lat"), cols.pop("lon"), mock=cols.pop("mock") != 0.0, **cols
         )

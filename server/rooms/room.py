@@ -285,7 +285,8 @@ class Room:
         st = self.state
         assert st.start_at is not None
         pace = replace(policy_for(Activity.RACE), no_progress_s=self.safety_policy.no_progress_s)
-        live = races.RaceLive(st.distance_m, st.start_at, pace)
+        # the room's fixes are `stored_fix`es: their extras are float32 already (LiveCheck)
+        live = races.RaceLive(st.distance_m, st.start_at, pace, float32_extras=True)
         live.paused_s = st.paused_s
         live.paused_at = st.paused_at
         for runner_id in st.disqualified:  # e.g. disqualified in the lobby, before the countdown

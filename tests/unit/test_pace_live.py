@@ -262,3 +262,24 @@ def test_live_final_verdict_equals_batch_verdict(
 def live_now(fixes: list[Fix], lag_s: float) -> float:
     """The latest `now` the feed passed to `add` (what `verdict()` uses by default)."""
     return max(f.t + lag_s if math.isfinite(f.t) else T0 for f in fixes)
+
+
+@pytest.mark.parametrize("profile", ["honest_trained", "bike", "forward_runner", "teleport"])
+def test_float32_extras_keep_the_verdict_of_stored_fixes(profile: str) -> None:
+    """A race room keeps its fixes' extras as float32 (`float32_extras`): the fixes it checks
+    are `stored_fix`es, whose extras are float32 already, so the verdict at the finish is still
+    the batch verdict on the same fixes, and the one a float64 live check reaches."""
+    from game.generate import Profile, generate_run
+    from server.tracks import stored_fix
+
+    run = generate_run(Profile(profile), np.random.default_rng(7), T0, 1500.0)
+    fixes = [stored_fix(f) for f in run.track.fixes()]
+    compact, _ = feed(fixes, RACE)
+    compact_32 = LiveCheck(RACE, float32_extras=True)
+    for f in fixes:
+        compact_32.add(f, f.t + 1.0)
+    now = fixes[-1].t + 1.0
+    batch = check_track(Track.from_fixes(fixes), RACE, now=now)
+    assert_same(compact_32.verdict(now), batch)
+    assert_same(compact_32.verdict(now), compact.verdict(now))
+    assert compact_32.verdict(now).distance_m == batch.distance_m
