@@ -263,7 +263,14 @@ def test_a_drill_cue_fires_in_the_page_and_the_tap_is_scored(
     tap = page.locator("#tap")
     reactions = []
     for n in (1, 2):
-        expect(tap).to_have_class(re.compile(r"\bgo\b"), timeout=10_000)
+        # polled every frame: `expect` backs off to polling once a second, and under the
+        # suite's load that second, the screenshot and the click together could outlast the
+        # cue's 3 s tap window ("Too late for that one")
+        page.wait_for_function(
+            "() => document.querySelector('#tap').classList.contains('go')",
+            polling="raf",
+            timeout=10_000,
+        )
         expect(page.locator("#drill-phase")).to_contain_text("Switch reaction")
         page.wait_for_timeout(250)  # a human reaction, well over the 80 ms anticipation limit
         if n == 1:
