@@ -19,8 +19,10 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -69,6 +71,10 @@ TOO_MANY = 4408
 ROOM_MOVING = 1012
 
 
+#: What a room socket's scope holds as its state once signed in (the room reads it only before).
+_NO_STATE: Mapping[str, Any] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Who:
     """Who a socket signed in as: an account, or a share link (`link-<id>`, role `spotter`)."""
@@ -108,22 +114,29 @@ def room_id_of(path: str) -> str | None:
 async def serve(scope: Scope, receive: Receive, send: Send, room_id: str) -> None:
     """A live room's socket, served straight from the ASGI server (a race's room id is its race
     id). Protocol: docs/protocol.md."""
+    # the lifespan's state, read once: the server's copy of it for this socket (~0.5 KiB) is
+    # let go with the request's headers below, as `websocket.state` would keep it
+    state = scope["state"]
+    settings: Settings = state["settings"]
+    engine: AsyncEngine = state["engine"]
+    rooms: RoomRegistry = state["rooms"]
     websocket = WebSocket(scope, receive, send)
-    settings: Settings = websocket.state.settings
-    origin = _origin(websocket.scope)
+    origin = _origin(scope)
     if origin is not None and settings.allowed_origins and origin not in settings.allowed_origins:
         await websocket.close(1008)  # before accept: the handshake is refused (403)
         return
     await websocket.accept()
     # Origin was the only header the room reads: a socket that stays open for hours need not
     # keep the request's headers (~0.7 KiB a socket, docs/decisions.md)
-    websocket.scope["headers"] = ()
+    scope["headers"] = ()
+    scope["state"] = _NO_STATE
+    del state
     _limit_send_buffer(websocket)
     metrics.WS_CONNECTIONS.inc()
     try:
-        who = await _authenticate(websocket, settings, websocket.state.engine)
+        who = await _authenticate(websocket, settings, engine)
         if who is not None:
-            await _serve_counted(websocket, room_id, who, websocket.state.rooms, settings)
+            await _serve_counted(websocket, room_id, who, rooms, settings)
     finally:
         metrics.WS_CONNECTIONS.dec()
 
@@ -293,57 +306,82 @@ async def _serve(ws: WebSocket, room_id: str, who: Who, rooms: RoomRegistry) -> 
 
 
 async def _read(conn: Connection, room_id: str, rooms: RoomRegistry, extra: dict[str, Any]) -> None:
-    ws, backplane = conn.ws, rooms.backplane
-    bucket = _Bucket(RATE_PER_S, RATE_BURST)
-    gps_bucket = _Bucket(GPS_RATE_PER_S, GPS_BURST)
-    refused: list[float] = []  # when frames were refused, within the abuse window
-
-    def refuse(code: str, message: str, ref: str | None) -> None:
-        conn.deliver(Outbound("direct", error(code, message, ref)))
-
+    backplane, receive, reader = rooms.backplane, conn.ws.receive, _Reader(conn, extra)
     while True:
-        msg = await ws.receive()
-        if msg["type"] == "websocket.disconnect":
-            return
-        now = time.monotonic()
-        text: str | None = msg.get("text")
-        size = len(text) if text is not None else len(msg.get("bytes") or b"")
-        if size > MAX_FRAME_CHARS:
-            refuse("too_large", "frames are at most 16 KiB", None)
-            conn.close(1009, flush=True)
-            return
-        # a cheap look before decoding: anything naming "gps" spends the GPS budget
-        budget = gps_bucket if text is not None and '"gps"' in text else bucket
-        if not budget.take(now):
-            refused.append(now)
-            while refused and refused[0] < now - ABUSE_WINDOW_S:
-                del refused[0]
-            if len(refused) > ABUSE_LIMIT:
-                conn.close(4429, flush=True)
-                return
-            refuse("rate_limited", f"at most {RATE_PER_S:g} frames a second", None)
-            continue
-        if text is None:
-            refuse("binary_frame", "frames are JSON text", None)
-            continue
         try:
-            frame = decode(text)
-        except FrameError as exc:
-            refuse(exc.code, exc.message, exc.ref)
-            continue
-        if isinstance(frame, PingFrame):
-            pong: dict[str, Any] = {"type": "pong", "t0": frame.t0, "t1": round(time.time(), 6)}
-            if frame.cid is not None:
-                pong["cid"] = frame.cid
-            conn.deliver(Outbound("pong", encode(pong)[:-1]))
-        elif isinstance(frame, AuthFrame):
-            refuse("already_authenticated", "this socket is signed in", frame.cid or "auth")
-        else:
-            message = Inbound(
-                conn.conn_id, conn.runner_id, conn.role, "frame", frame, time.time(), extra
-            )
+            message = reader.take(await receive())
+        except _Stop:
+            return
+        if message is not None:
             try:
                 await backplane.forward(room_id, message)
             except NoOwner:
                 conn.close(ROOM_MOVING)
                 return
+            # the room has the frame now: nothing of it stays here while the socket waits for
+            # the next one (a runner's last gps frame, text and model, ~1.5 KiB)
+            del message
+
+
+class _Stop(Exception):
+    """The socket is closing: stop reading it."""
+
+
+class _Reader:
+    """One socket's incoming frames: size, rate and schema checks, each refusal an `error`."""
+
+    __slots__ = ("bucket", "conn", "extra", "gps_bucket", "refused")
+
+    def __init__(self, conn: Connection, extra: dict[str, Any]) -> None:
+        self.conn, self.extra = conn, extra
+        self.bucket = _Bucket(RATE_PER_S, RATE_BURST)
+        self.gps_bucket = _Bucket(GPS_RATE_PER_S, GPS_BURST)
+        self.refused: list[float] = []  # when frames were refused, within the abuse window
+
+    def refuse(self, code: str, message: str, ref: str | None) -> None:
+        self.conn.deliver(Outbound("direct", error(code, message, ref)))
+
+    def take(self, msg: Mapping[str, Any]) -> Inbound | None:
+        """The frame for the room, or None (answered here: a pong, or an error frame)."""
+        conn = self.conn
+        if msg["type"] == "websocket.disconnect":
+            raise _Stop
+        now = time.monotonic()
+        text: str | None = msg.get("text")
+        size = len(text) if text is not None else len(msg.get("bytes") or b"")
+        if size > MAX_FRAME_CHARS:
+            self.refuse("too_large", "frames are at most 16 KiB", None)
+            conn.close(1009, flush=True)
+            raise _Stop
+        # a cheap look before decoding: anything naming "gps" spends the GPS budget
+        budget = self.gps_bucket if text is not None and '"gps"' in text else self.bucket
+        if not budget.take(now):
+            refused = self.refused
+            refused.append(now)
+            while refused and refused[0] < now - ABUSE_WINDOW_S:
+                del refused[0]
+            if len(refused) > ABUSE_LIMIT:
+                conn.close(4429, flush=True)
+                raise _Stop
+            self.refuse("rate_limited", f"at most {RATE_PER_S:g} frames a second", None)
+            return None
+        if text is None:
+            self.refuse("binary_frame", "frames are JSON text", None)
+            return None
+        try:
+            frame = decode(text)
+        except FrameError as exc:
+            self.refuse(exc.code, exc.message, exc.ref)
+            return None
+        if isinstance(frame, PingFrame):
+            pong: dict[str, Any] = {"type": "pong", "t0": frame.t0, "t1": round(time.time(), 6)}
+            if frame.cid is not None:
+                pong["cid"] = frame.cid
+            conn.deliver(Outbound("pong", encode(pong)[:-1]))
+            return None
+        if isinstance(frame, AuthFrame):
+            self.refuse("already_authenticated", "this socket is signed in", frame.cid or "auth")
+            return None
+        return Inbound(
+            conn.conn_id, conn.runner_id, conn.role, "frame", frame, time.time(), self.extra
+        )
