@@ -1,7 +1,8 @@
 """uvicorn's `websockets-sansio` WebSocket protocol, holding less for each open socket.
 
 A race room keeps thousands of sockets open for hours, so what each one holds once it is open
-counts (docs/benchmarks.md, "Rooms"). uvicorn's protocol keeps two things it no longer needs:
+counts (docs/benchmarks.md, "Rooms"). uvicorn's protocol keeps things it no longer needs, or
+one of a thing for each socket where one for all will do:
 
 - the handshake's request and response (two `Headers` objects and their strings) after the
   response went out; the ASGI scope keeps its own copy of the request headers. websockets'
@@ -11,7 +12,9 @@ counts (docs/benchmarks.md, "Rooms"). uvicorn's protocol keeps two things it no 
   the putters) of ~0.7 KiB each, where one consumer (the app's `receive`) and no bounded puts
   need one deque made on demand and one waiter;
 - an `asyncio.Event` for "the transport takes writes", whose deque of waiters (~0.7 KiB) is
-  almost always empty: a `Flag` keeps its waiters in a list made on demand.
+  almost always empty: a `Flag` keeps its waiters in a list made on demand;
+- a loop timer per socket for its keepalive (the next ping, or the pong's deadline): one
+  `Keepalive` per loop keeps every socket's in two queues, on one timer.
 
 `retrorun serve` runs this protocol (`ws=` in server/cli.py) and the room tests do too; the
 rooms' direct writes (server/rooms/direct.py) rely on the same attributes as on uvicorn's own.
@@ -20,10 +23,15 @@ rooms' direct writes (server/rooms/direct.py) rely on the same attributes as on 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
+import struct
+import weakref
 from collections import deque
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame
 
 
 class Inbox:
@@ -105,15 +113,137 @@ class Flag:
                 self._waiters.remove(fut)
 
 
+class Keepalive:
+    """Every socket's keepalive on one loop timer: pings due and pong deadlines in two queues.
+
+    uvicorn arms a loop timer per socket for its next ping or its pong deadline (~0.6 KiB each,
+    with its bound method). Here a socket is an entry in a queue instead. The sockets of one
+    `Keepalive` share one ping interval and one pong timeout, so entries come due in the order
+    they were queued, and the timer pops them off the front every `RESOLUTION_S` (a ping or a
+    deadline may be that late). A socket has one live entry at a time, the one whose due time
+    is its `_keepalive_due` (the same float object): a stopped or rescheduled socket's older
+    entry is skipped when it comes up.
+    """
+
+    RESOLUTION_S = 0.25
+
+    __slots__ = ("_loop", "_pings", "_pongs", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pings: deque[tuple[float, LeanWebSocketProtocol]] = deque()
+        self._pongs: deque[tuple[float, LeanWebSocketProtocol]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._pings) + len(self._pongs)
+
+    def ping_after(self, proto: LeanWebSocketProtocol, delay_s: float) -> None:
+        self._queue(self._pings, proto, delay_s)
+
+    def pong_within(self, proto: LeanWebSocketProtocol, delay_s: float) -> None:
+        self._queue(self._pongs, proto, delay_s)
+
+    def _queue(
+        self, queue: deque[tuple[float, LeanWebSocketProtocol]], proto: Any, delay_s: float
+    ) -> None:
+        due = self._loop.time() + delay_s
+        proto._keepalive_due = due
+        queue.append((due, proto))
+        if self._timer is None:
+            self._timer = self._loop.call_later(self.RESOLUTION_S, self._run)
+
+    def _run(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        try:
+            for queue, act in ((self._pongs, _pong_missed), (self._pings, _ping_due)):
+                while queue and queue[0][0] <= now:
+                    due, proto = queue.popleft()
+                    if proto._keepalive_due is due:
+                        proto._keepalive_due = None
+                        try:
+                            act(proto)
+                        except Exception:  # one dying socket stops no other's keepalive
+                            log.exception("keepalive of a WebSocket failed")
+        finally:
+            if self._timer is None and (self._pings or self._pongs):
+                self._timer = self._loop.call_later(self.RESOLUTION_S, self._run)
+
+
+log = logging.getLogger(__name__)
+
+#: `Keepalive`s by event loop, then by (ping interval, pong timeout): entries come due in order.
+_WHEELS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[float | None, float | None], Keepalive]
+] = weakref.WeakKeyDictionary()
+
+
+def _ping_due(proto: LeanWebSocketProtocol) -> None:
+    proto.send_keepalive_ping()
+
+
+def _pong_missed(proto: LeanWebSocketProtocol) -> None:
+    proto.keepalive_timeout()
+
+
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol with a lighter inbox and write flag, and no
-    handshake kept."""
+    """uvicorn's sans-I/O WebSocket protocol with a lighter inbox and write flag, no handshake
+    kept, and the keepalive of every socket on one timer (`Keepalive`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
         self.writable.set()
+        #: The due time of this socket's entry in the server's `Keepalive` (None: no entry).
+        self._keepalive_due: float | None = None
+
+    def _keepalive(self) -> Keepalive:
+        """The keepalive queues of this loop and this socket's interval and timeout."""
+        wheels = _WHEELS.get(self.loop)
+        if wheels is None:
+            wheels = _WHEELS[self.loop] = {}
+        key = (self.ping_interval, self.ping_timeout)
+        wheel = wheels.get(key)
+        if wheel is None:
+            wheel = wheels[key] = Keepalive(self.loop)
+        return wheel
+
+    # keepalive: uvicorn's ping and pong payloads and its 1011 close, without a timer per socket;
+    # the next ping is due an interval after the pong (uvicorn: after the ping, minus the rtt)
+
+    def start_keepalive(self) -> None:
+        if self.ping_interval is not None and self.ping_interval > 0:
+            self.schedule_ping()
+
+    def stop_keepalive(self) -> None:
+        self._keepalive_due = None
+        self.pending_ping_payload = None
+
+    def schedule_ping(self) -> None:
+        assert self.ping_interval is not None
+        self._keepalive().ping_after(self, self.ping_interval)
+
+    def send_keepalive_ping(self) -> None:
+        if self.close_sent or self.transport.is_closing():
+            return
+        self.pending_ping_payload = struct.pack("!I", random.getrandbits(32))
+        self.ping_sent_at = self.loop.time()
+        self.conn.send_ping(self.pending_ping_payload)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        if self.ping_timeout is not None:
+            self._keepalive().pong_within(self, self.ping_timeout)
+        else:
+            self.schedule_ping()
+
+    def handle_pong(self, event: Frame) -> None:
+        if self.pending_ping_payload is None or bytes(event.data) != self.pending_ping_payload:
+            return  # unsolicited, or an answer to an older ping
+        self.last_ping_rtt = self.loop.time() - self.ping_sent_at
+        self.pending_ping_payload = None
+        if self.ping_timeout is not None and self._keepalive_due is not None:
+            self.schedule_ping()  # the pong deadline's entry is now stale
 
     async def send(self, message: Any) -> None:
         await super().send(message)
