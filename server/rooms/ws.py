@@ -135,29 +135,26 @@ async def serve(scope: Scope, receive: Receive, send: Send, room_id: str) -> Non
     metrics.WS_CONNECTIONS.inc()
     try:
         who = await _authenticate(websocket, settings, engine)
-        if who is not None:
-            await _serve_counted(websocket, room_id, who, rooms, settings)
+        if who is None:
+            return
+        cap = settings.ws_max_sockets_per_account  # open sockets per account, in this process
+        if rooms.sockets[who.id] >= cap:
+            await _refuse_and_close(
+                websocket,
+                "too_many_sockets",
+                f"at most {cap} open room sockets per account",
+                TOO_MANY,
+            )
+            return
+        rooms.sockets[who.id] += 1
+        try:
+            await _serve(websocket, room_id, who, rooms)
+        finally:
+            rooms.sockets[who.id] -= 1
+            if rooms.sockets[who.id] <= 0:
+                del rooms.sockets[who.id]
     finally:
         metrics.WS_CONNECTIONS.dec()
-
-
-async def _serve_counted(
-    ws: WebSocket, room_id: str, who: Who, rooms: RoomRegistry, settings: Settings
-) -> None:
-    """`_serve`, within the per-account cap on open sockets (in this process)."""
-    cap = settings.ws_max_sockets_per_account
-    if rooms.sockets[who.id] >= cap:
-        await _refuse_and_close(
-            ws, "too_many_sockets", f"at most {cap} open room sockets per account", TOO_MANY
-        )
-        return
-    rooms.sockets[who.id] += 1
-    try:
-        await _serve(ws, room_id, who, rooms)
-    finally:
-        rooms.sockets[who.id] -= 1
-        if rooms.sockets[who.id] <= 0:
-            del rooms.sockets[who.id]
 
 
 def _origin(scope: Scope) -> str | None:
@@ -269,30 +266,33 @@ async def _serve(ws: WebSocket, room_id: str, who: Who, rooms: RoomRegistry) -> 
     # This task reads the socket itself (no reader task: thousands of sockets, each a task
     # fewer); when the room closes the socket first, it stops the read by cancelling this
     # task, and takes that cancellation back (as `asyncio.timeout` does).
-    task = asyncio.current_task()
-    assert task is not None
-    state = {"reading": True, "stopped": False}
-
-    def stop_reading(_: object) -> None:
-        if state["reading"]:
-            state["stopped"] = True
-            task.cancel()
-
-    conn.done.add_done_callback(stop_reading)
+    reader = _Reader(conn, extra)
+    conn.done.add_done_callback(reader.stop_reading)
+    receive = ws.receive
     try:
         await backplane.forward(
             room_id, Inbound(conn.conn_id, who.id, who.role, "join", extra=extra)
         )
-        with contextlib.suppress(Exception):  # the socket went away mid-read
-            await _read(conn, room_id, rooms, extra)
+        try:
+            while True:
+                message = reader.take(await receive())
+                if message is not None:
+                    await backplane.forward(room_id, message)
+                    # the room has the frame now: nothing of it stays here while the socket
+                    # waits for the next one (a runner's last gps text and model, ~1.5 KiB)
+                    del message
+        except NoOwner:
+            raise
+        except Exception:  # `_Stop` (the socket is closing), or it went away mid-read
+            pass
     except NoOwner:  # the room has no owner right now (it is moving): reconnect and resume
         conn.close(ROOM_MOVING)
     except asyncio.CancelledError:
-        if not state["stopped"] or task.uncancel() > 0:
+        if not reader.stopped or reader.task.uncancel() > 0:
             raise  # cancelled from outside (a shutdown), not by the room's close
     finally:
-        state["reading"] = False
-        conn.done.remove_done_callback(stop_reading)
+        reader.reading = False
+        conn.done.remove_done_callback(reader.stop_reading)
         backplane.unsubscribe(room_id, conn)
         with contextlib.suppress(Exception):  # the room forgets the socket (spotter alerts)
             await backplane.forward(
@@ -305,38 +305,32 @@ async def _serve(ws: WebSocket, room_id: str, who: Who, rooms: RoomRegistry) -> 
         await conn.stop()
 
 
-async def _read(conn: Connection, room_id: str, rooms: RoomRegistry, extra: dict[str, Any]) -> None:
-    backplane, receive, reader = rooms.backplane, conn.ws.receive, _Reader(conn, extra)
-    while True:
-        try:
-            message = reader.take(await receive())
-        except _Stop:
-            return
-        if message is not None:
-            try:
-                await backplane.forward(room_id, message)
-            except NoOwner:
-                conn.close(ROOM_MOVING)
-                return
-            # the room has the frame now: nothing of it stays here while the socket waits for
-            # the next one (a runner's last gps frame, text and model, ~1.5 KiB)
-            del message
-
-
 class _Stop(Exception):
     """The socket is closing: stop reading it."""
 
 
 class _Reader:
-    """One socket's incoming frames: size, rate and schema checks, each refusal an `error`."""
+    """One socket's incoming frames, read by its handler task: size, rate and schema checks,
+    each refusal an `error` frame."""
 
-    __slots__ = ("bucket", "conn", "extra", "gps_bucket", "refused")
+    __slots__ = ("bucket", "conn", "extra", "gps_bucket", "reading", "refused", "stopped", "task")
 
     def __init__(self, conn: Connection, extra: dict[str, Any]) -> None:
         self.conn, self.extra = conn, extra
         self.bucket = _Bucket(RATE_PER_S, RATE_BURST)
         self.gps_bucket = _Bucket(GPS_RATE_PER_S, GPS_BURST)
         self.refused: list[float] = []  # when frames were refused, within the abuse window
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.reading = True
+        self.stopped = False  # the room closed the socket: the read was cancelled for it
+
+    def stop_reading(self, _: object) -> None:
+        """`conn.done`'s callback: the room closed the socket, so the read stops."""
+        if self.reading:
+            self.stopped = True
+            self.task.cancel()
 
     def refuse(self, code: str, message: str, ref: str | None) -> None:
         self.conn.deliver(Outbound("direct", error(code, message, ref)))
