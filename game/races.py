@@ -8,6 +8,7 @@ The room in `server/rooms` feeds fixes to `RaceLive` and turns its outcomes into
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -15,7 +16,15 @@ from typing import Any
 
 from game.errors import Conflict, Forbidden, InvalidCommand
 from game.events import event
-from game.pace import Activity, Flag, LiveCheck, PacePolicy, Verdict, policy_for
+from game.pace import (
+    Activity,
+    Flag,
+    LiveCheck,
+    PacePolicy,
+    Verdict,
+    check_fixes,
+    policy_for,
+)
 from game.track import Fix
 
 
@@ -683,6 +692,20 @@ class FixOutcome:
     flags: list[Flag]
     finish: Finish | None
     distance_m: float
+    #: The line was crossed by a runner whose fixes the engine does not keep (`keep_fixes`):
+    #: the caller runs the verdict on the stored ones (`RaceLive.verdict_from`), then `finish`.
+    crossing: Crossing | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """A runner crossed the line; the verdict is still to run, on their first `fixes` fixes of
+    the race (fixes before the gun are not counted), at `now`."""
+
+    runner_id: str
+    time_s: float
+    fixes: int
+    now: float
 
 
 @dataclass(slots=True)
@@ -692,6 +715,7 @@ class _Runner:
     last_t: float = 0.0
     reached_t: float = 0.0  # when the current distance was reached (ties)
     finish: Finish | None = None
+    crossing: Crossing | None = None  # crossed, the verdict still to come (`keep_fixes=False`)
     dq: bool = False
 
 
@@ -708,10 +732,15 @@ class RaceLive:
         policy: PacePolicy | None = None,
         *,
         float32_extras: bool = False,
+        keep_fixes: bool = True,
     ) -> None:
-        """`float32_extras`: every fix's extras are float32 values (`LiveCheck`)."""
+        """`float32_extras`: every fix's extras are float32 values (`LiveCheck`).
+        `keep_fixes=False`: no runner's fixes are kept (a race room stores them as they come);
+        a runner crossing the line is then a `FixOutcome.crossing`, and their `Finish` comes
+        from `finish(crossing, verdict_from(crossing, their stored fixes))`."""
         self.distance_m = distance_m
         self.float32_extras = float32_extras
+        self.keep_fixes = keep_fixes
         self.start_at = start_at
         self.policy = policy or policy_for(Activity.RACE)
         self.paused_s = 0.0
@@ -722,7 +751,9 @@ class RaceLive:
     def _runner(self, runner_id: str) -> _Runner:
         r = self._runners.get(runner_id)
         if r is None:
-            check = LiveCheck(self.policy, float32_extras=self.float32_extras)
+            check = LiveCheck(
+                self.policy, float32_extras=self.float32_extras, keep_fixes=self.keep_fixes
+            )
             r = self._runners[runner_id] = _Runner(check)
         return r
 
@@ -738,16 +769,40 @@ class RaceLive:
             r.reached_t = fix.t
         r.last_t = max(r.last_t, fix.t)
         r.distance_m = min(after_m, self.distance_m)
-        if r.finish is None and not r.dq and after_m >= self.distance_m and fix.t >= self.start_at:
+        if (
+            r.finish is None
+            and r.crossing is None
+            and not r.dq
+            and after_m >= self.distance_m
+            and fix.t >= self.start_at
+        ):
             share = (
                 (self.distance_m - before_m) / (after_m - before_m) if after_m > before_m else 1.0
             )
             t0 = before_t if before_t > 0 else fix.t
             crossed = t0 + max(0.0, min(1.0, share)) * (fix.t - t0)
             time_s = max(0.0, crossed - self.start_at - self.paused_s)
+            if not self.keep_fixes:
+                r.crossing = Crossing(runner_id, time_s, r.check.fixes_added, now)
+                return FixOutcome(flags, None, r.distance_m, r.crossing)
             r.finish = Finish(runner_id, time_s, self.distance_m, r.check.verdict(now))
             return FixOutcome(flags, r.finish, r.distance_m)
         return FixOutcome(flags, None, r.distance_m)
+
+    def verdict_from(self, crossing: Crossing, fixes: Sequence[Fix]) -> Verdict:
+        """The verdict of a `crossing` from the runner's stored fixes, in the order they were
+        added (the fixes before the gun and after the crossing are left out): the verdict a
+        check keeping its fixes gives at the crossing."""
+        raced = [f for f in fixes if f.t >= self.start_at][: crossing.fixes]
+        if len(raced) != crossing.fixes:
+            raise ValueError(f"{crossing.fixes} fixes crossed the line, {len(raced)} are stored")
+        return check_fixes(raced, self.policy, crossing.now)
+
+    def finish(self, crossing: Crossing, verdict: Verdict) -> Finish:
+        """The runner's finish, now that their verdict has run (`verdict_from`)."""
+        r = self._runner(crossing.runner_id)
+        r.finish = Finish(crossing.runner_id, crossing.time_s, self.distance_m, verdict)
+        return r.finish
 
     def tick(self, now: float) -> dict[str, list[Flag]]:
         """Timer signals per runner (signal lost, no progress)."""

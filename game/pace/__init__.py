@@ -7,7 +7,7 @@ races, and its final verdict equals the batch verdict on the same fixes.
 from __future__ import annotations
 
 from game.pace.batch import check_track
-from game.pace.live import LiveCheck
+from game.pace.live import LiveCheck, check_fixes
 from game.pace.policy import Activity, PacePolicy, Record, policy_for
 from game.pace.verdict import Flag, Verdict
 
@@ -18,6 +18,7 @@ __all__ = [
     "PacePolicy",
     "Record",
     "Verdict",
+    "check_fixes",
     "check_track",
     "policy_for",
 ]

@@ -5,14 +5,16 @@ raise live signals at once: mock location, a jump of a kilometre, superhuman spe
 bad or future timestamps. The final `verdict` runs the one rule table over the fixes received,
 so it is by construction the batch verdict on the same fixes (the rules need the whole track:
 medians, best efforts up to a marathon, five-minute windows). Memory: the fixes as float64
-rows, 80 bytes a fix (a 6 h race at 1 Hz: 1.7 MB per runner); 56 with `float32_extras`, as a
-race room keeps them (its fixes are stored ones, whose extras are float32: 1.2 MB).
+rows, 80 bytes a fix (a 6 h race at 1 Hz: 1.7 MB per runner); 56 with `float32_extras`. A race
+room keeps none (`keep_fixes=False`): its fixes are stored as they come, so at the finish it reads
+them back and runs `check_fixes` on them, the same check `verdict` runs on the rows.
 """
 
 from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -51,9 +53,11 @@ class LiveCheck:
 
     __slots__ = (
         "_anchor",
+        "_count",
         "_distance_m",
         "_extras",
         "_first_t",
+        "_keep",
         "_kx",
         "_last",
         "_lost",
@@ -67,12 +71,21 @@ class LiveCheck:
         "_stalled",
     )
 
-    def __init__(self, policy: PacePolicy | None = None, *, float32_extras: bool = False) -> None:
+    def __init__(
+        self,
+        policy: PacePolicy | None = None,
+        *,
+        float32_extras: bool = False,
+        keep_fixes: bool = True,
+    ) -> None:
         """`float32_extras`: the extras (accuracy, speed, course, heading, cadence) of every fix
         are float32 values, as the server stores them (`server.tracks.stored_fix`), so they are
-        kept as float32 with nothing lost: 56 bytes a fix instead of 80 (a race room holds every
-        runner's fixes for the verdict at the finish: about 200 KB a runner an hour at 1 Hz)."""
+        kept as float32 with nothing lost: 56 bytes a fix instead of 80 (about 200 KB a runner
+        an hour at 1 Hz). `keep_fixes=False`: no fix is kept (the live signals need none), and
+        the verdict is `check_fixes` on the fixes the caller kept elsewhere."""
         self._policy = policy or PacePolicy()
+        self._keep = keep_fixes
+        self._count = 0
         self._rows = array("d")  # t, lat, lon, mock per fix
         self._extras = array("f" if float32_extras else "d")  # `_EXTRAS` per fix
         self._now = -math.inf
@@ -101,7 +114,7 @@ class LiveCheck:
     @property
     def fixes_added(self) -> int:
         """How many fixes were added (valid or not)."""
-        return len(self._rows) // _WIDTH
+        return self._count
 
     def _once(self, code: str, message: str, points: int, hard: bool, **ev: object) -> list[Flag]:
         if code in self._raised:
@@ -111,7 +124,8 @@ class LiveCheck:
 
     def add(self, fix: Fix, now: float) -> list[Flag]:
         """Take one fix; return the live flags it raises (each hard fail once)."""
-        n = len(self._rows) // _WIDTH
+        n = self._count
+        self._count = n + 1
         a, v, c, ca, h, cad = (
             fix.acc_m,
             fix.speed_mps,
@@ -120,11 +134,12 @@ class LiveCheck:
             fix.heading_deg,
             fix.cadence_spm,
         )
-        self._rows.extend((fix.t, fix.lat, fix.lon, 1.0 if fix.mock else 0.0))
-        self._extras.extend((
-            _NAN if a is None else a, _NAN if v is None else v, _NAN if c is None else c,
-            _NAN if ca is None else ca, _NAN if h is None else h, _NAN if cad is None else cad,
-        ))  # fmt: skip
+        if self._keep:
+            self._rows.extend((fix.t, fix.lat, fix.lon, 1.0 if fix.mock else 0.0))
+            self._extras.extend((
+                _NAN if a is None else a, _NAN if v is None else v, _NAN if c is None else c,
+                _NAN if ca is None else ca, _NAN if h is None else h, _NAN if cad is None else cad,
+            ))  # fmt: skip
         if now > self._now:
             self._now = now
         p = self._policy
@@ -269,13 +284,33 @@ class LiveCheck:
 
     def verdict(self, now: float | None = None) -> Verdict:
         """Final verdict: the batch check on every fix added (`now` defaults to the latest seen)."""
+        if not self._keep:
+            raise ValueError("this check keeps no fixes: run check_fixes on the stored ones")
         at = self._now if now is None else now
         # copies: a live buffer view would block further appends (BufferError on resize)
         rows = np.array(self._rows, dtype=np.float64).reshape(-1, _WIDTH)
         extras = np.array(self._extras, dtype=np.float64).reshape(-1, _EXTRA_WIDTH)
         cols = {name: rows[:, k].copy() for k, name in enumerate(_CORE)}
         cols |= {name: extras[:, k].copy() for k, name in enumerate(_EXTRAS)}
-        track = Track.from_arrays(
-            cols.pop("t"), cols.pop("lat"), cols.pop("lon"), mock=cols.pop("mock") != 0.0, **cols
-        )
-        return check_track(track, self._policy, now=at if math.isfinite(at) else 0.0)
+        return _check(cols, self._policy, at)
+
+
+def check_fixes(fixes: Sequence[Fix], policy: PacePolicy, now: float) -> Verdict:
+    """`LiveCheck.verdict` for a check that kept no fixes: the same check on the same fields."""
+    cols: dict[str, np.ndarray] = {
+        name: np.array([_nan_if_none(getattr(f, name)) for f in fixes], dtype=np.float64)
+        for name in _CORE[:3] + _EXTRAS
+    }
+    cols["mock"] = np.array([1.0 if f.mock else 0.0 for f in fixes], dtype=np.float64)
+    return _check(cols, policy, now)
+
+
+def _nan_if_none(value: float | None) -> float:
+    return _NAN if value is None else value
+
+
+def _check(cols: dict[str, np.ndarray], policy: PacePolicy, now: float) -> Verdict:
+    track = Track.from_arrays(
+        cols.pop("t"), cols.pop("lat"), cols.pop("lon"), mock=cols.pop("mock") != 0.0, **cols
+    )
+    return check_track(track, policy, now=now if math.isfinite(now) else 0.0)

@@ -35,7 +35,7 @@ from game import races
 from game import safety as game_safety
 from game.errors import DomainError
 from game.events import fold, from_data
-from game.pace import Activity, policy_for
+from game.pace import Activity, Verdict, policy_for
 from game.track import Fix
 from server.rooms import frames
 from server.rooms.backplane import fence_token
@@ -105,6 +105,13 @@ class _Job:
     actor: str
     conn_id: str | None = None
     cid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Verify:
+    """A runner crossed the line: the writer runs their verdict, then commits the finish."""
+
+    crossing: races.Crossing
 
 
 @dataclass(slots=True)
@@ -260,15 +267,22 @@ class Room:
         async with self.store.engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
         now = self.clock()
-        for row in rows:
+        stored: list[Fix] = []  # the fixes of the runner being rebuilt (rows come by runner)
+        for k, row in enumerate(rows):
+            if k and rows[k - 1].runner_id != row.runner_id:
+                stored = []
             feed = self.feeds.setdefault(row.runner_id, _Feed())
             feed.applied_seq = feed.durable_seq = max(feed.durable_seq, row.last_seq)
             feed.next_chunk = max(feed.next_chunk, row.chunk + 1)
             track = await asyncio.to_thread(decode_track, row.data)
             for fix in track.fixes():
-                outcome = live.add_fix(row.runner_id, fix, max(now, fix.t))
-                if outcome.finish is not None and row.runner_id not in st.finished:
-                    self._enqueue(_Job([outcome.finish], SYSTEM))
+                stored.append(fix)
+                crossing = live.add_fix(row.runner_id, fix, max(now, fix.t)).crossing
+                if crossing is not None:
+                    verdict = await asyncio.to_thread(live.verdict_from, crossing, stored)
+                    finish = live.finish(crossing, verdict)
+                    if row.runner_id not in st.finished:
+                        self._enqueue(_Job([finish], SYSTEM))
         self._dirty = True
 
     async def _load_names(self, runner_ids: Sequence[str]) -> None:
@@ -285,8 +299,11 @@ class Room:
         st = self.state
         assert st.start_at is not None
         pace = replace(policy_for(Activity.RACE), no_progress_s=self.safety_policy.no_progress_s)
-        # the room's fixes are `stored_fix`es: their extras are float32 already (LiveCheck)
-        live = races.RaceLive(st.distance_m, st.start_at, pace, float32_extras=True)
+        # the room's fixes are `stored_fix`es (their extras are float32 already), and stored:
+        # the engine keeps none of them, a finish's verdict runs on the stored ones (`_verify`)
+        live = races.RaceLive(
+            st.distance_m, st.start_at, pace, float32_extras=True, keep_fixes=False
+        )
         live.paused_s = st.paused_s
         live.paused_at = st.paused_at
         for runner_id in st.disqualified:  # e.g. disqualified in the lobby, before the countdown
@@ -467,18 +484,14 @@ class Room:
             feed.echo = frame.echo
         outcome = self.live.add_fix(runner_id, fix, now)
         self._dirty = True
-        await self._watch_fall(runner_id, fix, outcome.finish is not None, now)
+        crossing = outcome.crossing
+        await self._watch_fall(runner_id, fix, crossing is not None, now)
         for flag in outcome.flags:
             if flag.hard_fail:
                 self._flagged.add((runner_id, flag.code))
                 await self._flag(runner_id, flag, now)
-        finish = outcome.finish
-        if finish is not None and runner_id not in st.finished:
-            for flag in finish.verdict.flags:
-                if flag.hard_fail and (runner_id, flag.code) not in self._flagged:
-                    self._flagged.add((runner_id, flag.code))
-                    await self._flag(runner_id, flag, now)
-            self._enqueue(_Job([finish], SYSTEM))
+        if crossing is not None and runner_id not in st.finished:
+            self._enqueue(_Verify(crossing))
         if len(feed.buffer) >= FLUSH_FIXES:
             self._enqueue(FLUSH)
 
@@ -694,16 +707,18 @@ class Room:
 
     # writing
 
-    def _enqueue(self, job: _Job | _SafetyAppend | str) -> None:
+    def _enqueue(self, job: _Job | _SafetyAppend | _Verify | str) -> None:
         self.writes.put(job)
 
-    async def _write(self, job: _Job | _SafetyAppend | str) -> None:
+    async def _write(self, job: _Job | _SafetyAppend | _Verify | str) -> None:
         if job == FLUSH:
             await self._flush()
         elif job == _CATCH_UP:
             await self._catch_up()
         elif isinstance(job, _SafetyAppend):
             await self._append_safety(job.events)
+        elif isinstance(job, _Verify):
+            await self._verify(job.crossing)
         elif isinstance(job, _Job):
             await self._run(job)
 
@@ -715,6 +730,37 @@ class Room:
                 await self._direct(job.conn_id, error(exc.code, exc.message, job.cid or "control"))
             else:
                 log.info("room %s: %s refused: %s", self.race_id, job.commands, exc.code)
+
+    async def _verify(self, crossing: races.Crossing) -> None:
+        """A runner crossed the line: store what is buffered, read their fixes back, run the
+        verdict on them (the batch check, in a thread), flag its hard fails, commit the finish.
+        Retried as a whole by the writer if the database fails on the way."""
+        live, runner_id = self.live, crossing.runner_id
+        if live is None or runner_id in self.state.finished:
+            return
+        await self._flush()  # the fixes up to the line are stored first
+        stmt = (
+            select(CHUNKS.c.data)
+            .where(CHUNKS.c.race_id == self.race_id, CHUNKS.c.runner_id == runner_id)
+            .order_by(CHUNKS.c.chunk)
+        )
+        async with self.store.engine.connect() as conn:
+            blobs = (await conn.execute(stmt)).scalars().all()
+
+        def check() -> Verdict:
+            fixes = [fix for blob in blobs for fix in decode_track(blob).fixes()]
+            return live.verdict_from(crossing, fixes)
+
+        verdict = await asyncio.to_thread(check)
+        if self.live is not live:  # the race was restarted meanwhile: this crossing is void
+            return
+        finish = live.finish(crossing, verdict)
+        now = self.clock()
+        for flag in verdict.flags:
+            if flag.hard_fail and (runner_id, flag.code) not in self._flagged:
+                self._flagged.add((runner_id, flag.code))
+                await self._flag(runner_id, flag, now)
+        await self._run(_Job([finish], SYSTEM))
 
     async def _flush(self) -> None:
         """Store every buffered fix in one transaction, then ack each fix to its runner."""

@@ -11,6 +11,9 @@ import httpx
 import orjson
 
 from game.generate import Profile, generate
+from game.pace import Activity, check_track, policy_for
+from game.track import Track
+from server.tracks import stored_fix
 from tests.rooms.conftest import (
     LiveServer,
     World,
@@ -33,6 +36,22 @@ async def _collect(ws: Any, stop: Any, out: list[dict[str, Any]], timeout: float
             out.append(frame)
             if stop(frame):
                 return
+
+
+def _assert_batch_verdicts(
+    events: list[Any], tracks: dict[str, Track], crossing: dict[str, int]
+) -> None:
+    """Each finish's verdict, run by the room on the fixes it stored and read back, is the
+    batch check on the fixes the runner sent up to the line (index `crossing[runner]`)."""
+    finished = [e for e in events if e.type == "RunnerFinished"]
+    assert finished
+    policy = policy_for(Activity.RACE)
+    for e in finished:
+        rid = e.data["runner_id"]
+        sent = [stored_fix(f) for f in tracks[rid].fixes()][: crossing[rid] + 1]
+        batch = check_track(Track.from_fixes(sent), policy, now=time.time())
+        assert (e.data["status"], e.data["score"]) == (batch.status, batch.score), rid
+        assert e.data["codes"] == [f.code for f in batch.flags], rid
 
 
 async def test_twenty_runners_finish_in_order_with_their_own_crossing_times(
@@ -107,6 +126,7 @@ async def test_twenty_runners_finish_in_order_with_their_own_crossing_times(
     assert "you" not in standings[-1]
     # the stream holds the published results
     events = await world.stream(race_id)
+    _assert_batch_verdicts(events, tracks, {r: i for r, (i, _) in expected.items()})
     (final,) = [e for e in events if e.type == "RaceFinished"]
     assert [r["runner_id"] for r in final.data["results"]] == by_time
     async with httpx.AsyncClient(base_url=live.http_url) as http:
@@ -166,6 +186,9 @@ async def test_a_car_is_flagged_live_to_the_moderator_and_not_ranked(
     results = {r["runner_id"]: r for r in spec_frames[-1]["results"]}
     assert results[car]["place"] is None and results[car]["status"] == "dq"
     assert results[honest]["status"] == "dnf"
+    events = await world.stream(race_id)
+    assert [e.data["status"] for e in events if e.type == "RunnerFinished"] == ["rejected"]
+    _assert_batch_verdicts(events, {car: track}, {car: crossing})
     for ws in (mod, spec, runner):
         await ws.close()
     await drainer

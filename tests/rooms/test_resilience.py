@@ -190,3 +190,51 @@ async def test_a_restart_mid_race_loses_no_acked_fix(tmp_path: Path) -> None:
             assert abs(done["time_s"] - expected[done["runner_id"]][1]) < 0.002
     finally:
         srv.stop()
+
+
+async def test_a_finish_before_a_restart_stands_after_it_and_is_not_repeated(
+    tmp_path: Path,
+) -> None:
+    """The room keeps no fixes in memory: after a restart it rebuilds the live race from the
+    stored ones, and a runner who had finished is finished again there (the verdict run anew
+    on their stored fixes), with no second `RunnerFinished`."""
+    settings = room_settings(tmp_path / "refinish.db")
+    srv = start_server(settings)
+    world = World(settings)
+    first, second = await world.users(2)  # to finish: `first` before the restart
+    (organiser,) = await world.users(1, "moderator")
+    probes = {
+        r: generate(Profile.HONEST_RECREATIONAL, seed, 0.0, 330.0)
+        for r, seed in zip((first, second), (100, 102), strict=True)
+    }
+    gun = round(time.time() - max(float(t.t[-1] - t.t[0]) for t in probes.values()) - 5.0, 3)
+    tracks = {r: shifted(t, gun + 0.5) for r, t in probes.items()}
+    expected = expected_finishes(tracks, 200.0, gun)
+    race_id = await world.race(organiser, [first, second], 200.0, gun=gun)
+    try:
+        ws, _ = await join(srv, race_id, world.tokens[first])
+        await send_paced(ws, gps_frames(tracks[first], expected[first][0] + 1))
+        done = await until(ws, lambda f: f.get("event") == "runner_finished")
+        assert done["runner_id"] == first and done["status"] == "finished"
+        await ws.close()
+    finally:
+        await asyncio.to_thread(srv.stop)
+
+    srv = start_server(settings)  # the same database, a fresh process state
+    try:
+        spec, welcome = await join(srv, race_id, world.tokens[organiser])
+        (row,) = [r for r in welcome["snapshot"]["leaders"] if r["runner_id"] == first]
+        assert (row["rank"], row["status"]) == (1, "finished")
+        assert abs(row["time_s"] - expected[first][1]) < 0.002
+        ws, _ = await join(srv, race_id, world.tokens[second])
+        await send_paced(ws, gps_frames(tracks[second], expected[second][0] + 1))
+        closed = await until(spec, lambda f: f.get("event") == "closed", 30)
+        by_time = sorted((first, second), key=lambda r: expected[r][1])
+        assert [r["runner_id"] for r in closed["results"]] == by_time
+        assert [r["status"] for r in closed["results"]] == ["finished", "finished"]
+        await ws.close()
+        await spec.close()
+    finally:
+        srv.stop()
+    events = await world.stream(race_id)
+    assert [e.data["runner_id"] for e in events if e.type == "RunnerFinished"] == [first, second]

@@ -604,3 +604,38 @@ def test_live_state_equals_the_state_rebuilt_from_the_log(script: list[Any]) -> 
 def test_unknown_commands_are_invalid() -> None:
     with pytest.raises(InvalidCommand):
         races.decide(scheduled(), object(), T0)  # type: ignore[arg-type]
+
+
+def test_an_engine_keeping_no_fixes_reaches_the_same_finishes_from_the_stored_ones() -> None:
+    """A race room keeps no runner's fixes in memory (`keep_fixes=False`): at the crossing it
+    runs the verdict on the fixes it stored, and the finish is the one an engine keeping
+    every fix reaches, time and verdict, cheaters and warm-ups before the gun included."""
+    gun = GUN.timestamp()
+    field = dict(honest_field())
+    for seed, profile in enumerate(("bike", "teleport", "car", "future_timestamps")):
+        field[profile] = generate(Profile(profile), 20 + seed, gun + 2.0, 900.0)
+    field["warm-up"] = shifted(field["honest_trained-3"], gun - 120.0)
+    kept_live = RaceLive(800.0, gun)
+    kept = feed(kept_live, field)
+    lean = RaceLive(800.0, gun, keep_fixes=False)
+    stored: dict[str, list[Fix]] = {rid: [] for rid in field}  # as the room stores them
+    finishes = {}
+    for rid, fix in fixes_in_time_order(field):
+        stored[rid].append(fix)
+        out = lean.add_fix(rid, fix, fix.t + 1.0)
+        assert out.finish is None
+        if out.crossing is not None:
+            assert rid not in finishes, "a runner crosses once"
+            finishes[rid] = out.crossing
+    assert set(finishes) == set(kept)
+    for rid, crossing in finishes.items():
+        verdict = lean.verdict_from(crossing, stored[rid])  # fixes after the line left out
+        finish = lean.finish(crossing, verdict)
+        assert (finish.time_s, finish.distance_m) == (kept[rid].time_s, kept[rid].distance_m)
+        assert finish.verdict == kept[rid].verdict, rid
+    assert lean.ranking() == kept_live.ranking()
+    with pytest.raises(ValueError, match="keeps no fixes"):
+        lean.verdict(next(iter(field)), gun + 1000.0)
+    rid, crossing = next(iter(finishes.items()))
+    with pytest.raises(ValueError, match="are stored"):  # a chunk missing: no verdict
+        lean.verdict_from(crossing, stored[rid][: crossing.fixes // 2])
