@@ -751,7 +751,11 @@ class Room:
             fixes = [fix for blob in blobs for fix in decode_track(blob).fixes()]
             return live.verdict_from(crossing, fixes)
 
-        verdict = await asyncio.to_thread(check)
+        try:
+            verdict = await asyncio.to_thread(check)
+        except ValueError:  # fewer fixes stored than crossed: never retried (it would block acks)
+            log.error("room %s: no verdict for %s: fixes missing", self.race_id, runner_id)
+            return
         if self.live is not live:  # the race was restarted meanwhile: this crossing is void
             return
         finish = live.finish(crossing, verdict)
