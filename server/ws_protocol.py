@@ -33,6 +33,8 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame
 
+log = logging.getLogger(__name__)
+
 
 class Inbox:
     """What `asyncio.Queue` does for one consumer and unbounded puts, in less memory."""
@@ -145,7 +147,10 @@ class Keepalive:
         self._queue(self._pongs, proto, delay_s)
 
     def _queue(
-        self, queue: deque[tuple[float, LeanWebSocketProtocol]], proto: Any, delay_s: float
+        self,
+        queue: deque[tuple[float, LeanWebSocketProtocol]],
+        proto: LeanWebSocketProtocol,
+        delay_s: float,
     ) -> None:
         due = self._loop.time() + delay_s
         proto._keepalive_due = due
@@ -157,7 +162,11 @@ class Keepalive:
         self._timer = None
         now = self._loop.time()
         try:
-            for queue, act in ((self._pongs, _pong_missed), (self._pings, _ping_due)):
+            due_now = (
+                (self._pongs, LeanWebSocketProtocol.keepalive_timeout),
+                (self._pings, LeanWebSocketProtocol.send_keepalive_ping),
+            )
+            for queue, act in due_now:
                 while queue and queue[0][0] <= now:
                     due, proto = queue.popleft()
                     if proto._keepalive_due is due:
@@ -171,20 +180,10 @@ class Keepalive:
                 self._timer = self._loop.call_later(self.RESOLUTION_S, self._run)
 
 
-log = logging.getLogger(__name__)
-
 #: `Keepalive`s by event loop, then by (ping interval, pong timeout): entries come due in order.
 _WHEELS: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[float | None, float | None], Keepalive]
 ] = weakref.WeakKeyDictionary()
-
-
-def _ping_due(proto: LeanWebSocketProtocol) -> None:
-    proto.send_keepalive_ping()
-
-
-def _pong_missed(proto: LeanWebSocketProtocol) -> None:
-    proto.keepalive_timeout()
 
 
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):

@@ -26,6 +26,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -267,22 +269,21 @@ class Room:
         async with self.store.engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
         now = self.clock()
-        stored: list[Fix] = []  # the fixes of the runner being rebuilt (rows come by runner)
-        for k, row in enumerate(rows):
-            if k and rows[k - 1].runner_id != row.runner_id:
-                stored = []
-            feed = self.feeds.setdefault(row.runner_id, _Feed())
-            feed.applied_seq = feed.durable_seq = max(feed.durable_seq, row.last_seq)
-            feed.next_chunk = max(feed.next_chunk, row.chunk + 1)
-            track = await asyncio.to_thread(decode_track, row.data)
-            for fix in track.fixes():
-                stored.append(fix)
-                crossing = live.add_fix(row.runner_id, fix, max(now, fix.t)).crossing
-                if crossing is not None:
-                    verdict = await asyncio.to_thread(live.verdict_from, crossing, stored)
-                    finish = live.finish(crossing, verdict)
-                    if row.runner_id not in st.finished:
-                        self._enqueue(_Job([finish], SYSTEM))
+        for runner_id, chunks in groupby(rows, key=attrgetter("runner_id")):
+            stored: list[Fix] = []  # this runner's fixes, for a verdict at their crossing
+            feed = self.feeds.setdefault(runner_id, _Feed())
+            for row in chunks:
+                feed.applied_seq = feed.durable_seq = max(feed.durable_seq, row.last_seq)
+                feed.next_chunk = max(feed.next_chunk, row.chunk + 1)
+                track = await asyncio.to_thread(decode_track, row.data)
+                for fix in track.fixes():
+                    stored.append(fix)
+                    crossing = live.add_fix(runner_id, fix, max(now, fix.t)).crossing
+                    if crossing is not None:
+                        verdict = await asyncio.to_thread(live.verdict_from, crossing, stored)
+                        finish = live.finish(crossing, verdict)
+                        if runner_id not in st.finished:
+                            self._enqueue(_Job([finish], SYSTEM))
         self._dirty = True
 
     async def _load_names(self, runner_ids: Sequence[str]) -> None:
