@@ -71,8 +71,10 @@ TOO_MANY = 4408
 ROOM_MOVING = 1012
 
 
-#: What a room socket's scope holds as its state once signed in (the room reads it only before).
-_NO_STATE: Mapping[str, Any] = MappingProxyType({})
+#: What a room socket's scope holds as its state and extensions once open (read only before).
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+#: The scope's `asgi` version dicts, one shared by every socket that reports the same versions.
+_ASGI: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +116,8 @@ def room_id_of(path: str) -> str | None:
 async def serve(scope: Scope, receive: Receive, send: Send, room_id: str) -> None:
     """A live room's socket, served straight from the ASGI server (a race's room id is its race
     id). Protocol: docs/protocol.md."""
-    # the lifespan's state, read once: the server's copy of it for this socket (~0.5 KiB) is
-    # let go with the request's headers below, as `websocket.state` would keep it
+    # the lifespan's state, read once: the server's copy of it for this socket is let go once
+    # the socket is open (`_let_go_of_handshake`), as `websocket.state` would keep it
     state = scope["state"]
     settings: Settings = state["settings"]
     engine: AsyncEngine = state["engine"]
@@ -126,10 +128,7 @@ async def serve(scope: Scope, receive: Receive, send: Send, room_id: str) -> Non
         await websocket.close(1008)  # before accept: the handshake is refused (403)
         return
     await websocket.accept()
-    # Origin was the only header the room reads: a socket that stays open for hours need not
-    # keep the request's headers (~0.7 KiB a socket, docs/decisions.md)
-    scope["headers"] = ()
-    scope["state"] = _NO_STATE
+    _let_go_of_handshake(scope)
     del state
     _limit_send_buffer(websocket)
     metrics.WS_CONNECTIONS.inc()
@@ -155,6 +154,21 @@ async def serve(scope: Scope, receive: Receive, send: Send, room_id: str) -> Non
                 del rooms.sockets[who.id]
     finally:
         metrics.WS_CONNECTIONS.dec()
+
+
+def _let_go_of_handshake(scope: Scope) -> None:
+    """Once the socket is open, its scope keeps only what a log line reads (path, client): a
+    socket that stays open for hours need not hold the request's headers (Origin was the only
+    one the room reads; ~0.7 KiB), its own copy of the lifespan state (~0.5 KiB), an empty
+    extensions dict, subprotocols list and `asgi` versions dict (~0.5 KiB; docs/decisions.md).
+    Every key stays, with an empty or a shared value."""
+    scope["headers"] = ()
+    scope["state"] = _EMPTY
+    scope["extensions"] = _EMPTY
+    scope["subprotocols"] = ()
+    asgi = scope.get("asgi")
+    if isinstance(asgi, dict):
+        scope["asgi"] = _ASGI.setdefault(tuple(asgi.items()), asgi)
 
 
 def _origin(scope: Scope) -> str | None:

@@ -94,7 +94,9 @@ async def test_an_open_room_socket_keeps_no_handshake_and_still_talks(
         assert protos, "the test server runs the lean protocol"
         assert all(p.response is None and p.request is None for p in protos)
         assert all(isinstance(p.queue, Inbox) and isinstance(p.writable, Flag) for p in protos)
-        assert all(not p.scope["headers"] for p in protos)  # the room read Origin, then let go
+        # the room read Origin and the lifespan state, then let go of the handshake's parts
+        assert all(not p.scope["headers"] and not p.scope["state"] for p in protos)
+        assert all(not p.scope["extensions"] and not p.scope["subprotocols"] for p in protos)
         # every attribute uvicorn set went to a slot: no instance dict of its own (~1.5 KiB)
         assert [vars(p) for p in protos] == [{} for _ in protos]
         await ws.send(orjson.dumps({"type": "ping", "t0": time.time(), "cid": "p1"}).decode())
