@@ -42,6 +42,10 @@ async def _toggle(mod: Any, times: int) -> None:
             await asyncio.sleep(1 / 15)  # under the rate limit
 
 
+#: gps frames have their own rate budget (server/rooms/ws.py: 50 a second)
+GPS_PER_S = 45.0
+
+
 def _seqs(frames: list[dict[str, Any]]) -> set[int]:
     return {f["seq"] for f in frames if f["type"] in ("event", "countdown")}
 
@@ -238,3 +242,53 @@ async def test_a_finish_before_a_restart_stands_after_it_and_is_not_repeated(
         srv.stop()
     events = await world.stream(race_id)
     assert [e.data["runner_id"] for e in events if e.type == "RunnerFinished"] == [first, second]
+
+
+async def test_a_finish_whose_stored_fixes_fall_short_is_dropped_and_the_room_carries_on(
+    live: LiveServer, world: World, caplog: Any
+) -> None:
+    """The finish verdict runs on the runner's stored fixes. Should some of them be gone from
+    the store (they never should), that finish is logged and dropped, not retried: a retry
+    would hold up the room's writer and every ack and finish behind it."""
+    short, other = await world.users(2)
+    (organiser,) = await world.users(1, "moderator")
+    probes = {
+        r: generate(Profile.HONEST_RECREATIONAL, seed, 0.0, 330.0)
+        for r, seed in zip((short, other), (104, 106), strict=True)
+    }
+    gun = round(time.time() - max(float(t.t[-1] - t.t[0]) for t in probes.values()) - 5.0, 3)
+    tracks = {r: shifted(t, gun + 0.5) for r, t in probes.items()}
+    expected = expected_finishes(tracks, 200.0, gun)
+    race_id = await world.race(organiser, [short, other], 200.0, gun=gun)
+    ws, _ = await join(live, race_id, world.tokens[short])
+    crossing = expected[short][0] + 1
+    frames = gps_frames(tracks[short], crossing)
+    half = crossing // 2
+    await send_paced(ws, frames[:half], GPS_PER_S)
+    await until(ws, lambda f: f["type"] == "ack" and f["seq"] == half)
+    engine = create_engine(live.settings.database_url)  # the first half is lost from the store
+    try:
+        async with engine.begin() as conn:
+            table = RaceFixChunkRow.__table__  # type: ignore[attr-defined]
+            gone = await conn.execute(
+                table.delete().where(table.c.race_id == race_id, table.c.runner_id == short)
+            )
+            assert gone.rowcount > 0
+    finally:
+        await engine.dispose()
+    with caplog.at_level("ERROR", logger="server.rooms.room"):
+        await send_paced(ws, frames[half:], GPS_PER_S)
+        await until(ws, lambda f: f["type"] == "ack" and f["seq"] == crossing)  # still stored
+        late, _ = await join(live, race_id, world.tokens[other])
+        await send_paced(late, gps_frames(tracks[other], expected[other][0] + 1), GPS_PER_S)
+        done = await until(late, lambda f: f.get("event") == "runner_finished")
+        assert done["runner_id"] == other  # the writer went on to the next finish
+        await ws.close()
+        await late.close()
+    assert any(
+        "fixes missing" in r.getMessage() and short in r.getMessage() for r in caplog.records
+    )
+    finished = [
+        e.data["runner_id"] for e in await world.stream(race_id) if e.type == "RunnerFinished"
+    ]
+    assert finished == [other]
