@@ -12,7 +12,8 @@ way or the other.
 
 Server-to-client frames are not masked and `retrorun serve` negotiates no extension
 (`ws_per_message_deflate=False`), so a frame's bytes depend only on its text: the last text framed
-is cached, and the 1,000 spectators of a race share one encoding.
+is cached, so a frame shared by every socket (an event, an alert) is framed once for all of them.
+A standings frame is spliced per socket (`Connection._text`), so each socket's is framed anew.
 """
 
 from __future__ import annotations
