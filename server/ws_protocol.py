@@ -197,16 +197,20 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     attribute a newer uvicorn adds shows up there).
     """
 
-    __slots__ = (
-        # uvicorn 0.55's WebSocketsSansIOProtocol, in the order it sets them
-        *("config", "app", "loop", "logger", "root_path", "asgi_version", "app_state"),
-        *("connections", "tasks", "default_headers", "transport", "server", "client", "scheme"),
-        *("queue", "handshake_initiated", "handshake_complete", "close_sent", "disconnected"),
-        *("close_timer", "close_timeout", "initial_response", "conn", "read_paused", "writable"),
-        *("ping_interval", "ping_timeout", "ping_timer", "pong_timer", "pending_ping_payload"),
-        *("ping_sent_at", "last_ping_rtt", "frames", "curr_msg_data_type", "request"),
-        *("response", "scope"),
-        "_keepalive_due",
+    # uvicorn 0.55's attributes, in the order it sets them; a name the base class defines
+    # itself (a default a newer uvicorn might add) is left to it, as a slot would hide it
+    __slots__ = tuple(
+        name
+        for name in (
+            *("config", "app", "loop", "logger", "root_path", "asgi_version", "app_state"),
+            *("connections", "tasks", "default_headers", "transport", "server", "client"),
+            *("scheme", "queue", "handshake_initiated", "handshake_complete", "close_sent"),
+            *("disconnected", "close_timer", "close_timeout", "initial_response", "conn"),
+            *("read_paused", "writable", "ping_interval", "ping_timeout", "ping_timer"),
+            *("pong_timer", "pending_ping_payload", "ping_sent_at", "last_ping_rtt", "frames"),
+            *("curr_msg_data_type", "request", "response", "scope", "_keepalive_due"),
+        )
+        if not hasattr(WebSocketsSansIOProtocol, name)
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
