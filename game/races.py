@@ -708,6 +708,30 @@ class Crossing:
     now: float
 
 
+class FixesMissing(ValueError):
+    """Fewer of a runner's fixes are stored than crossed the line: their finish cannot be
+    verified. `flag` tells the race's moderators, who decide (disqualify, or restart the race)."""
+
+    def __init__(self, crossing: Crossing, stored: int) -> None:
+        super().__init__(f"{crossing.fixes} fixes crossed the line, {stored} are stored")
+        self.crossing = crossing
+        self.stored = stored
+
+    def flag(self) -> Flag:
+        return Flag(
+            "finish_unverified",
+            f"crossed the line after {self.crossing.fixes} fixes but only {self.stored} are "
+            "stored: the finish cannot be verified and is not counted",
+            0,
+            False,
+            {
+                "fixes": self.crossing.fixes,
+                "stored": self.stored,
+                "time_s": round(self.crossing.time_s, 3),
+            },
+        )
+
+
 @dataclass(slots=True)
 class _Runner:
     check: LiveCheck
@@ -795,7 +819,7 @@ class RaceLive:
         check keeping its fixes gives at the crossing."""
         raced = [f for f in fixes if f.t >= self.start_at][: crossing.fixes]
         if len(raced) != crossing.fixes:
-            raise ValueError(f"{crossing.fixes} fixes crossed the line, {len(raced)} are stored")
+            raise FixesMissing(crossing, len(raced))
         return check_fixes(raced, self.policy, crossing.now)
 
     def finish(self, crossing: Crossing, verdict: Verdict) -> Finish:

@@ -754,8 +754,12 @@ class Room:
 
         try:
             verdict = await asyncio.to_thread(check)
-        except ValueError:  # fewer fixes stored than crossed: never retried (it would block acks)
-            log.error("room %s: no verdict for %s: fixes missing", self.race_id, runner_id)
+        except races.FixesMissing as exc:  # never retried: it would hold up every ack behind it
+            log.error(
+                "room %s: no verdict for %s: fixes missing (%s)", self.race_id, runner_id, exc
+            )
+            if self.live is live:
+                await self._flag(runner_id, exc.flag(), self.clock())
             return
         if self.live is not live:  # the race was restarted meanwhile: this crossing is void
             return

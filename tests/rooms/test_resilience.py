@@ -248,8 +248,9 @@ async def test_a_finish_whose_stored_fixes_fall_short_is_dropped_and_the_room_ca
     live: LiveServer, world: World, caplog: Any
 ) -> None:
     """The finish verdict runs on the runner's stored fixes. Should some of them be gone from
-    the store (they never should), that finish is logged and dropped, not retried: a retry
-    would hold up the room's writer and every ack and finish behind it."""
+    the store (they never should), that finish is logged, flagged to the moderators and
+    dropped, not retried: a retry would hold up the room's writer and every ack and finish
+    behind it."""
     short, other = await world.users(2)
     (organiser,) = await world.users(1, "moderator")
     probes = {
@@ -260,6 +261,7 @@ async def test_a_finish_whose_stored_fixes_fall_short_is_dropped_and_the_room_ca
     tracks = {r: shifted(t, gun + 0.5) for r, t in probes.items()}
     expected = expected_finishes(tracks, 200.0, gun)
     race_id = await world.race(organiser, [short, other], 200.0, gun=gun)
+    mod, _ = await join(live, race_id, world.tokens[organiser])
     ws, _ = await join(live, race_id, world.tokens[short])
     crossing = expected[short][0] + 1
     frames = gps_frames(tracks[short], crossing)
@@ -279,12 +281,16 @@ async def test_a_finish_whose_stored_fixes_fall_short_is_dropped_and_the_room_ca
     with caplog.at_level("ERROR", logger="server.rooms.room"):
         await send_paced(ws, frames[half:], GPS_PER_S)
         await until(ws, lambda f: f["type"] == "ack" and f["seq"] == crossing)  # still stored
+        flag = await until(mod, lambda f: f.get("code") == "finish_unverified")  # moderators
+        assert (flag["event"], flag["runner_id"], flag["hard_fail"]) == ("flag", short, False)
+        assert flag["evidence"]["stored"] < flag["evidence"]["fixes"]
         late, _ = await join(live, race_id, world.tokens[other])
         await send_paced(late, gps_frames(tracks[other], expected[other][0] + 1), GPS_PER_S)
         done = await until(late, lambda f: f.get("event") == "runner_finished")
         assert done["runner_id"] == other  # the writer went on to the next finish
         await ws.close()
         await late.close()
+        await mod.close()
     assert any(
         "fixes missing" in r.getMessage() and short in r.getMessage() for r in caplog.records
     )

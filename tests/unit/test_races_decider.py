@@ -637,5 +637,12 @@ def test_an_engine_keeping_no_fixes_reaches_the_same_finishes_from_the_stored_on
     with pytest.raises(ValueError, match="keeps no fixes"):
         lean.verdict(next(iter(field)), gun + 1000.0)
     rid, crossing = next(iter(finishes.items()))
-    with pytest.raises(ValueError, match="are stored"):  # a chunk missing: no verdict
+    with pytest.raises(races.FixesMissing, match="are stored") as missing:  # no verdict
         lean.verdict_from(crossing, stored[rid][: crossing.fixes // 2])
+    flag = missing.value.flag()  # what the room tells the race's moderators
+    assert (flag.code, flag.hard_fail) == ("finish_unverified", False)
+    assert flag.evidence == {
+        "fixes": crossing.fixes,
+        "stored": crossing.fixes // 2,
+        "time_s": round(crossing.time_s, 3),
+    }
