@@ -20,6 +20,12 @@ WS_FRAMES_SENT = Counter(
     "Room frames sent: written at once (`direct`) or through ASGI after waiting (`asgi`)",
     ["path"],
 )
+WS_CLOSED = Counter(
+    "retrorun_ws_closed_total",
+    "Room sockets the server closed for a reason, by close code (1013: a slow consumer; "
+    "docs/protocol.md); a normal 1000 end is not counted",
+    ["code"],
+)
 #: Bound once: the room fan-out counts every frame.
 WS_FRAMES_DIRECT = WS_FRAMES_SENT.labels("direct")
 WS_FRAMES_ASGI = WS_FRAMES_SENT.labels("asgi")

@@ -19,7 +19,7 @@ import uuid
 
 from starlette.websockets import WebSocket
 
-from server.metrics import WS_FRAMES_ASGI, WS_FRAMES_DIRECT
+from server.metrics import WS_CLOSED, WS_FRAMES_ASGI, WS_FRAMES_DIRECT
 from server.rooms.backplane.base import Outbound
 from server.rooms.direct import DirectWriter
 
@@ -28,6 +28,7 @@ MAX_QUEUED = 1024
 MAX_LAG_S = 5.0
 CLOSE_WAIT_S = 30.0
 SLOW_CONSUMER = 1013
+NORMAL = 1000
 
 
 class Connection:
@@ -215,6 +216,8 @@ class Connection:
         if self.close_code:
             return
         self.close_code = code
+        if code != NORMAL:  # a 1000 is the end of a socket, whoever ended it: not counted
+            WS_CLOSED.labels(str(code)).inc()
         self._closer = asyncio.create_task(self._close(code, flush, reason))
 
     async def _close(self, code: int, flush: bool, reason: str) -> None:

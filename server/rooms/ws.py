@@ -125,6 +125,7 @@ async def serve(scope: Scope, receive: Receive, send: Send, room_id: str) -> Non
     websocket = WebSocket(scope, receive, send)
     origin = _origin(scope)
     if origin is not None and settings.allowed_origins and origin not in settings.allowed_origins:
+        metrics.WS_CLOSED.labels("1008").inc()
         await websocket.close(1008)  # before accept: the handshake is refused (403)
         return
     await websocket.accept()
@@ -191,6 +192,7 @@ def _limit_send_buffer(ws: WebSocket) -> None:
 
 
 async def _refuse_and_close(ws: WebSocket, code: str, message: str, close: int) -> None:
+    metrics.WS_CLOSED.labels(str(close)).inc()
     with contextlib.suppress(Exception):
         await ws.send_text(error(code, message))
         await ws.close(close)

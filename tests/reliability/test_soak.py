@@ -147,6 +147,7 @@ async def test_soak_race_with_churn_keeps_memory_flat(tmp_path: Path) -> None:
         all_acked = await wait_acked(list(recs.values()), 60)
         setup = RaceSetup(world, race_id, organiser, runners, tracks, {}, length_m * 3)
         result = await check(srv.database_url, srv.http_url, setup, recs, [], expect_finished=False)
+        closed = await asyncio.to_thread(srv.closed_by_server)  # before the clients leave
         for rec in [*recs.values(), watcher]:
             await rec.stop()
         deadline = time.monotonic() + 20
@@ -160,6 +161,8 @@ async def test_soak_race_with_churn_keeps_memory_flat(tmp_path: Path) -> None:
             "spectators": SPECTATORS,
             "sockets_dropped": dropped,
             "reconnects": sum(r.conn.reconnects for r in recs.values()),
+            "stalls": sum(r.conn.stalls for r in recs.values()),  # silent sockets replaced
+            "closed_by_server": closed,  # by close code (1013: slow consumers)
             "spectator_joins": stats["joins"],
             "spectator_failures": stats["failures"],
             "rss_mb_first_last": (samples[0]["rss_mb"], samples[-1]["rss_mb"]),
