@@ -34,6 +34,30 @@ NORMAL = 1000
 class Connection:
     """A signed-in socket in a room (a backplane `Subscriber`)."""
 
+    #: One per socket, thousands to a room: slots, no instance dict.
+    __slots__ = (
+        "_busy",
+        "_closer",
+        "_conn_id",
+        "_direct",
+        "_max_lag_s",
+        "_max_queued",
+        "_moderator",
+        "_queue",
+        "_runner_id",
+        "_sender",
+        "_sending_since",
+        "_sent_seq",
+        "_standings",
+        "_wake",
+        "_welcomed",
+        "close_code",
+        "done",
+        "follows",
+        "role",
+        "ws",
+    )
+
     def __init__(
         self,
         ws: WebSocket,

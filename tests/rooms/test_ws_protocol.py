@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ import orjson
 import pytest
 
 from server import ws_protocol
+from server.rooms.connection import Connection
 from server.ws_protocol import Flag, Inbox, LeanWebSocketProtocol
 from tests.rooms.conftest import LiveServer, World, join, recv, room_settings, start_server
 
@@ -99,6 +101,9 @@ async def test_an_open_room_socket_keeps_no_handshake_and_still_talks(
         assert all(not p.scope["extensions"] and not p.scope["subprotocols"] for p in protos)
         # every attribute uvicorn set went to a slot: no instance dict of its own (~1.5 KiB)
         assert [vars(p) for p in protos] == [{} for _ in protos]
+        # nor has the room's own per-socket object one
+        conns = [o for o in gc.get_objects() if isinstance(o, Connection)]
+        assert conns and not any(hasattr(c, "__dict__") for c in conns)
         await ws.send(orjson.dumps({"type": "ping", "t0": time.time(), "cid": "p1"}).decode())
         pong = await recv(ws)
         assert pong["type"] == "pong" and pong["cid"] == "p1"
