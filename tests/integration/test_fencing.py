@@ -71,6 +71,10 @@ async def test_a_stale_room_owner_cannot_append_after_the_new_owner_wrote(db_url
         await redis.delete(old_bp.keys(race_id).lease)
         await new.open()
         assert new.fence is not None and new.fence > old.fence
+        # fenced at the claim, before the new owner loaded the streams or wrote anything: from
+        # here the old owner can append nothing the new one would not see
+        assert await store.fence_of(stream) == new.fence
+        assert await store.fence_of(new.safety_stream) == new.fence
         await new._commit([races.Pause(moderator)], moderator)  # the new owner writes
         assert await store.fence_of(stream) == new.fence
         version = await store.version(stream)
