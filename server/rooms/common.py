@@ -48,16 +48,18 @@ class Broadcasts:
         self.epoch = secrets.token_hex(6)
         self.seq = 0
         self.history: deque[Outbound] = deque(maxlen=history)
+        #: The stream version the previous owner's broadcasts covered (None: nothing known).
+        self.covered: int | None = None
 
     async def publish(self, out: Outbound) -> None:
         await self.backplane.publish(self.room_id, out)
 
-    async def broadcast(self, frame: Mapping[str, Any]) -> Outbound:
-        """Number `frame`, keep it for resumes and send it to everyone in the room."""
+    async def broadcast(self, frame: Mapping[str, Any], version: int = 0) -> Outbound:
+        """Number `frame`, keep it for resumes and send it to everyone in the room (`version`:
+        the stream version of the event it reports, if any)."""
         self.seq += 1
-        out = Outbound(
-            "event", encode({**frame, "seq": self.seq, "epoch": self.epoch}), seq=self.seq
-        )
+        text = encode({**frame, "seq": self.seq, "epoch": self.epoch})
+        out = Outbound("event", text, seq=self.seq, version=version)
         self.history.append(out)
         await self.publish(out)
         return out

@@ -84,8 +84,9 @@ class RoomRegistry:
             if leased is not None:
                 kept = await leased.history(room_id)  # continue the previous owner's sequence
                 if kept is not None:
-                    room.out.epoch, room.out.seq, frames = kept
-                    room.out.history.extend(frames)
+                    room.out.epoch, room.out.seq = kept.epoch, kept.seq
+                    room.out.history.extend(kept.frames)
+                    room.out.covered = kept.version
             try:
                 await room.open()
             except RuntimeError:  # the claim failed

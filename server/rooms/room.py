@@ -200,6 +200,7 @@ class Room:
                 await self._load()
             await self._load_names(self.state.registered)
             await self._rebuild()
+            await self._announce_unsent()
         except BaseException:
             await self.backplane.release(self.race_id)
             raise
@@ -879,6 +880,27 @@ class Room:
         self.version = recorded[-1].version
         await self._applied(events, fold(races.evolve, self.state, events))
 
+    async def _announce(self, evt: Any, version: int, now: float) -> None:
+        """Broadcast the frame of a committed event, if it has one."""
+        frame = frames.event_frame(evt, now)
+        if frame is None:
+            return
+        if isinstance(evt, races.RunnerRegistered):
+            frame["handle"] = self.names.get(evt.runner_id)
+        await self.out.broadcast(frame, version)
+        self._dirty = True
+
+    async def _announce_unsent(self) -> None:
+        """A new owner continuing its predecessor's sequence: broadcast the events it committed
+        and did not get to send (it stopped between the commit and the publish), so that a
+        client resuming by `seq` misses none of them."""
+        covered = self.out.covered
+        if covered is None or covered >= self.version:
+            return
+        now = self.clock()
+        for rec in await self.store.load(self.stream_id, after_version=covered):
+            await self._announce(from_data(rec.type, rec.data), rec.version, now)
+
     async def _applied(self, events: list[Any], state: races.RaceState) -> None:
         """Committed: adopt the new state, drive the live engine, broadcast."""
         self.state = state
@@ -887,7 +909,8 @@ class Room:
             with contextlib.suppress(Exception):  # names are for screens: never block a race
                 await self._load_names(joined)
         now = self.clock()
-        for evt in events:
+        first = self.version - len(events) + 1  # the stream version of events[0]
+        for version, evt in enumerate(events, first):
             if isinstance(evt, races.CountdownStarted):
                 self.live = self._new_live()
             elif self.live is not None:
@@ -898,12 +921,7 @@ class Room:
                     self.live.paused_at = None
                 elif isinstance(evt, races.RunnerDisqualified):
                     self.live.disqualify(evt.runner_id)
-            frame = frames.event_frame(evt, now)
-            if isinstance(evt, races.RunnerRegistered) and frame is not None:
-                frame["handle"] = self.names.get(evt.runner_id)
-            if frame is not None:
-                await self.out.broadcast(frame)
-                self._dirty = True
+            await self._announce(evt, version, now)
         if any(isinstance(e, races.RaceFinished | races.RaceAborted) for e in events):
             if self.live is not None:
                 await self._standings(now)

@@ -13,7 +13,15 @@ from typing import Protocol, runtime_checkable
 from redis.asyncio import Redis
 
 from server.config import Settings
-from server.rooms.backplane.base import Audience, Backplane, Inbound, Kind, Outbound, Subscriber
+from server.rooms.backplane.base import (
+    Audience,
+    Backplane,
+    Inbound,
+    Kept,
+    Kind,
+    Outbound,
+    Subscriber,
+)
 from server.rooms.backplane.memory import MemoryBackplane
 from server.rooms.backplane.redis import RedisBackplane
 
@@ -44,8 +52,9 @@ class Ownership(Protocol):
         """Some process holds the room's lease."""
         ...
 
-    async def history(self, room_id: str) -> tuple[str, int, list[Outbound]] | None:
-        """The room's epoch, last seq and kept numbered broadcasts, for a new owner."""
+    async def history(self, room_id: str) -> Kept | None:
+        """The room's epoch, last seq, kept numbered broadcasts and the stream version they
+        cover, for a new owner (None: nothing kept)."""
         ...
 
     def fence_token(self, room_id: str) -> int | None:

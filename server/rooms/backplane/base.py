@@ -35,6 +35,20 @@ class Outbound:
     #: replay: the event frames of the replay, in order.
     batch: tuple[Outbound, ...] = ()
     close_code: int = 0
+    #: event: the room's stream version the frame reports (0: none), kept with the sequence so
+    #: that a new owner broadcasts what its predecessor committed and did not get to send.
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """What a room's previous owner left for the next one (a backplane with leases)."""
+
+    epoch: str
+    seq: int  # the last numbered broadcast
+    frames: list[Outbound]  # the numbered broadcasts kept for resumes, oldest first
+    #: The stream version the last broadcast that reported one covered (None: none did).
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,10 @@ Per room (`<prefix>:{<room>}:...`, the braces keep a room's keys in one cluster 
 - `out`: the pub/sub channel of the room's frames, already encoded. The owner publishes each
   frame once, through a script that checks the lease first (a stale owner's frames are dropped:
   fencing), and every process that holds sockets of the room hands it to them.
-- `hist` / `meta`: the last `HISTORY` numbered broadcasts and the room's `epoch` and `seq`,
-  written by the same script, so that a process taking the room over continues the sequence
-  and clients resume across processes.
+- `hist` / `meta`: the last `HISTORY` numbered broadcasts and the room's `epoch`, `seq` and
+  `version` (the race stream version its broadcasts cover), written by the same script, so that
+  a process taking the room over continues the sequence, broadcasts the events its predecessor
+  committed and did not get to send, and clients resume across processes.
 
 Ownership: a process claims a room when a client of it joins and no one holds the lease; the
 registry follows rooms owned elsewhere and takes them over when their lease lapses
@@ -41,7 +42,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
 
 from server.leases import Lease, Leases
-from server.rooms.backplane.base import Inbound, Inbox, Outbound, Subscriber
+from server.rooms.backplane.base import Inbound, Inbox, Kept, Outbound, Subscriber
 from server.rooms.backplane.memory import MemoryBackplane, NoOwner
 from server.rooms.protocol import FrameError, decode
 
@@ -71,18 +72,20 @@ TAKEOVER_CLOSE = 1012
 FORWARD_RETRY_S = 5.0
 
 # KEYS: lease, channel, hist, meta. ARGV: lease value, message, seq (0: not numbered), epoch,
-# history size, event text, seconds to keep. Returns 0 when the lease is not (or no longer)
-# the caller's.
+# history size, event text, seconds to keep, stream version (0: none). Returns 0 when the lease
+# is not (or no longer) the caller's.
 _PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[3] ~= '0' then
   if redis.call('HGET', KEYS[4], 'epoch') ~= ARGV[4] then
     redis.call('DEL', KEYS[3])
+    redis.call('HDEL', KEYS[4], 'version')
     redis.call('HSET', KEYS[4], 'epoch', ARGV[4])
   end
   redis.call('RPUSH', KEYS[3], ARGV[3] .. ':' .. ARGV[6])
   redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
   redis.call('HSET', KEYS[4], 'seq', ARGV[3])
+  if ARGV[8] ~= '0' then redis.call('HSET', KEYS[4], 'version', ARGV[8]) end
   redis.call('EXPIRE', KEYS[3], ARGV[7])
   redis.call('EXPIRE', KEYS[4], ARGV[7])
 end
@@ -107,7 +110,8 @@ class _Owned:
 
     lease: Lease
     inbox: Inbox
-    queue: deque[tuple[bytes, int, str, str]] = field(default_factory=deque)
+    #: (message, seq, epoch, event text, stream version) per frame, in order.
+    queue: deque[tuple[bytes, int, str, str, int]] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -356,20 +360,21 @@ class RedisBackplane:
         """Some process (maybe this one) holds the room's lease."""
         return await self.leases.held(self.keys(room_id).lease)
 
-    async def history(self, room_id: str) -> tuple[str, int, list[Outbound]] | None:
-        """The room's `epoch`, last `seq` and kept numbered broadcasts (None: none kept)."""
+    async def history(self, room_id: str) -> Kept | None:
+        """The room's `epoch`, last `seq`, kept numbered broadcasts and the stream version they
+        cover (None: none kept)."""
         k = self.keys(room_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(k.meta, ["epoch", "seq"])
+            pipe.hmget(k.meta, ["epoch", "seq", "version"])
             pipe.lrange(k.hist, 0, -1)
-            (epoch, seq), items = await pipe.execute()
+            (epoch, seq, version), items = await pipe.execute()
         if epoch is None or seq is None:
             return None
         out = []
         for item in items:
             s, _, text = _s(item).partition(":")
             out.append(Outbound("event", text, seq=int(s)))
-        return _s(epoch), int(seq), out
+        return Kept(_s(epoch), int(seq), out, None if version is None else int(version))
 
     async def _renew(self) -> None:
         while True:
@@ -555,7 +560,7 @@ class RedisBackplane:
             seq = out.seq
             epoch = str(orjson.loads(out.text).get("epoch", ""))
         message = encode_outbound(out, self.node if local_only else None)
-        owned.queue.append((message, seq, epoch, out.text if seq else ""))
+        owned.queue.append((message, seq, epoch, out.text if seq else "", out.version))
         owned.idle.clear()
         owned.wake.set()
 
@@ -575,10 +580,19 @@ class RedisBackplane:
             batch = [q.popleft() for _ in range(min(len(q), PUBLISH_BATCH))]
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for message, seq, epoch, text in batch:
+                    for message, seq, epoch, text, version in batch:
                         await self._publish_script(
                             keys=[k.lease, k.channel, k.hist, k.meta],
-                            args=[owned.lease.value, message, seq, epoch, HISTORY, text, KEEP_S],
+                            args=[
+                                owned.lease.value,
+                                message,
+                                seq,
+                                epoch,
+                                HISTORY,
+                                text,
+                                KEEP_S,
+                                version,
+                            ],
                             client=pipe,
                         )
                     results = await pipe.execute()
