@@ -232,7 +232,8 @@ def render(results: list[dict[str, Any]], n: int, seconds: float) -> str:
         [
             HEADING,
             "",
-            f"`.venv/bin/python bench/bench_room_memory.py --runners {n}` — RSS per open room "
+            f"`.venv/bin/python bench/bench_room_memory.py --runners {n} --seconds {seconds:g}`"
+            " — RSS per open room "
             f"socket: N runners + N spectators + 1 moderator signed in to one race room "
             f"(retrorun), the same number of sockets on a bare uvicorn ASGI WebSocket app and on "
             f"a plain `websockets` server; idle after {SETTLE_S:g} s, then (retrorun) after "
