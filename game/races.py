@@ -710,7 +710,8 @@ class Crossing:
 
 class FixesMissing(ValueError):
     """Fewer of a runner's fixes are stored than crossed the line: their finish cannot be
-    verified. `flag` tells the race's moderators, who decide (disqualify, or restart the race)."""
+    verified. `flag` tells the race's moderators, who decide (disqualify them, or close the
+    race: they are then dnf)."""
 
     def __init__(self, crossing: Crossing, stored: int) -> None:
         super().__init__(f"{crossing.fixes} fixes crossed the line, {stored} are stored")
