@@ -41,7 +41,8 @@ def encode_track(track: Track) -> bytes:
         col = getattr(track, name)
         if np.isfinite(col).any():
             present |= 1 << bit
-            optional.append(col.astype(np.float32).tobytes())
+            with np.errstate(over="ignore"):  # beyond float32 is stored as ±inf (the format)
+                optional.append(col.astype(np.float32).tobytes())
     return _blob(n, present, [*parts, *optional, np.packbits(track.mock).tobytes()])
 
 
