@@ -9,7 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 import orjson
@@ -60,14 +60,13 @@ async def db_url() -> AsyncIterator[str]:
 class Owners:
     """A race and two server processes' backplanes on one Redis (the old owner, the next)."""
 
-    world: World
     store: EventStore
     redis: Redis
     old_bp: RedisBackplane
     new_bp: RedisBackplane
-    moderator: str = ""
-    runners: list[str] = field(default_factory=list)
-    race_id: str = ""
+    moderator: str
+    runners: list[str]
+    race_id: str
 
     @property
     def stream(self) -> str:
@@ -77,17 +76,16 @@ class Owners:
 @pytest.fixture
 async def owners(db_url: str) -> AsyncIterator[Owners]:
     world = World(Settings(database_url=db_url, secret_key=SECRET, log_json=False))
+    runners = await world.users(2)
+    (moderator,) = await world.users(1, "moderator")
+    race_id = await world.race(moderator, runners, 200.0, gun=time.time() - 5.0)
     redis = Redis.from_url(REDIS_URL)
     engine = create_engine(db_url)
     store = EventStore(engine)
     old_bp = RedisBackplane(redis, prefix=PREFIX, node="old-owner")
     new_bp = RedisBackplane(redis, prefix=PREFIX, node="new-owner")
-    o = Owners(world, store, redis, old_bp, new_bp)
-    o.runners = await world.users(2)
-    (o.moderator,) = await world.users(1, "moderator")
-    o.race_id = await world.race(o.moderator, o.runners, 200.0, gun=time.time() - 5.0)
     try:
-        yield o
+        yield Owners(store, redis, old_bp, new_bp, moderator, runners, race_id)
     finally:
         await old_bp.close()
         await new_bp.close()

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -166,12 +165,6 @@ class ServerProcess:
             if line.startswith(name + " "):
                 return float(line.split()[1])
         return None
-
-    def closed_by_server(self) -> dict[str, int]:
-        """`retrorun_ws_closed_total` by close code: the room sockets the server closed."""
-        text = httpx.get(f"{self.http_url}/metrics", timeout=5.0).text
-        found = re.findall(r'^retrorun_ws_closed_total\{code="(\d+)"\} (\S+)$', text, re.M)
-        return {code: int(float(n)) for code, n in found}
 
 
 def log_problems(log: str) -> list[str]:

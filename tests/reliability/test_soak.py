@@ -41,7 +41,7 @@ from tests.reliability.harness import (
     schedule_race,
     wait_acked,
 )
-from tests.rooms.conftest import SECRET, World, gps_frames, shifted
+from tests.rooms.conftest import SECRET, World, closed_by_server, gps_frames, shifted
 
 SOAK_S = float(os.environ.get("RETRORUN_SOAK_S", "1800"))
 RUNNERS = int(os.environ.get("RETRORUN_SOAK_RUNNERS", "150"))
@@ -147,7 +147,7 @@ async def test_soak_race_with_churn_keeps_memory_flat(tmp_path: Path) -> None:
         all_acked = await wait_acked(list(recs.values()), 60)
         setup = RaceSetup(world, race_id, organiser, runners, tracks, {}, length_m * 3)
         result = await check(srv.database_url, srv.http_url, setup, recs, [], expect_finished=False)
-        closed = await asyncio.to_thread(srv.closed_by_server)  # before the clients leave
+        closed = await asyncio.to_thread(closed_by_server, srv.http_url)  # before they leave
         for rec in [*recs.values(), watcher]:
             await rec.stop()
         deadline = time.monotonic() + 20

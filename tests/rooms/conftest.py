@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import uvicorn
@@ -217,6 +219,14 @@ async def until(ws: ClientConnection, pred: Any, timeout: float = 15.0) -> dict[
             frame = await recv(ws, timeout)
             if pred(frame):
                 return frame
+
+
+def closed_by_server(http_url: str) -> dict[str, int]:
+    """`retrorun_ws_closed_total` by close code, from the server's /metrics: the room sockets
+    it closed for a reason."""
+    text = httpx.get(f"{http_url}/metrics", timeout=10.0).text
+    found = re.findall(r'^retrorun_ws_closed_total\{code="(\d+)"\} (\S+)$', text, re.M)
+    return {code: int(float(n)) for code, n in found}
 
 
 def shifted(track: Track, start: float) -> Track:
