@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -202,16 +201,14 @@ def test_future_timestamps_beyond_5_s_fail() -> None:
     assert v.status == "rejected" and "future_timestamps" in codes(v)
 
 
-def test_one_million_fixes_give_a_verdict_quickly() -> None:
+def test_one_million_fixes_give_a_verdict() -> None:
     n = 1_000_000
     rng = np.random.default_rng(5)
     t = T0 + np.arange(n, dtype=np.float64)
     lat = 52.0 + np.cumsum(rng.normal(0, 2e-5, n))
     lon = 13.0 + np.cumsum(rng.normal(0, 2e-5, n))
     track = Track.from_arrays(t, lat, lon, acc_m=rng.uniform(3, 8, n))
-    start = time.perf_counter()
-    v = check_track(track, now=T0 + n + 10)
-    assert time.perf_counter() - start < 5.0  # ~1 s on one core; generous for CI
+    v = check_track(track, now=T0 + n + 10)  # its speed: bench/bench_pace.py
     assert v.status in {"verified", "review", "rejected"}
     assert v.fixes_used > 0.9 * n
 
