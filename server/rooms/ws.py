@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import Receive, Scope, Send
@@ -39,7 +40,9 @@ from server.rooms.direct import protocol_of
 from server.rooms.protocol import (
     MAX_FRAME_CHARS,
     AuthFrame,
+    ClientFrame,
     FrameError,
+    GpsFrame,
     PingFrame,
     decode,
     encode,
@@ -321,6 +324,17 @@ async def _serve(ws: WebSocket, room_id: str, who: Who, rooms: RoomRegistry) -> 
         await conn.stop()
 
 
+def _typed_gps(text: str) -> bool:
+    """Whether a refused frame's `type` is "gps" all the same: a bad fix spends the GPS budget
+    too (a phone resending its backlog may hold a few), anything else the general one. Parsed
+    again only here, on the refusal path."""
+    try:
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(raw, dict) and raw.get("type") == "gps"
+
+
 class _Stop(Exception):
     """The socket is closing: stop reading it."""
 
@@ -363,8 +377,20 @@ class _Reader:
             self.refuse("too_large", "frames are at most 16 KiB", None)
             conn.close(1009, flush=True)
             raise _Stop
-        # a cheap look before decoding: anything naming "gps" spends the GPS budget
-        budget = self.gps_bucket if text is not None and '"gps"' in text else self.bucket
+        # decoded before the rate check (once: the model is what the room gets), so the budget
+        # is the one of the frame's own `type`: a frame that only names "gps" elsewhere (in its
+        # `cid`, say) spends the general budget, as do binary frames
+        frame: ClientFrame | None = None
+        refusal: FrameError | None = None
+        if text is not None:
+            try:
+                frame = decode(text)
+            except FrameError as exc:
+                refusal = exc
+        gps = frame.__class__ is GpsFrame or (
+            refusal is not None and text is not None and _typed_gps(text)
+        )
+        budget = self.gps_bucket if gps else self.bucket
         if not budget.take(now):
             refused = self.refused
             refused.append(now)
@@ -375,13 +401,11 @@ class _Reader:
                 raise _Stop
             self.refuse("rate_limited", f"at most {RATE_PER_S:g} frames a second", None)
             return None
-        if text is None:
-            self.refuse("binary_frame", "frames are JSON text", None)
+        if refusal is not None:
+            self.refuse(refusal.code, refusal.message, refusal.ref)
             return None
-        try:
-            frame = decode(text)
-        except FrameError as exc:
-            self.refuse(exc.code, exc.message, exc.ref)
+        if frame is None:
+            self.refuse("binary_frame", "frames are JSON text", None)
             return None
         if isinstance(frame, PingFrame):
             pong: dict[str, Any] = {"type": "pong", "t0": frame.t0, "t1": round(time.time(), 6)}

@@ -118,6 +118,31 @@ async def test_a_flood_is_rate_limited_then_closed(live: LiveServer, world: Worl
     assert await _closed_with(ws) == 4429
 
 
+async def test_a_frame_naming_gps_only_in_its_cid_spends_the_general_budget(
+    live: LiveServer, world: World
+) -> None:
+    runner, organiser = await world.users(2)
+    race_id = await world.race(organiser, [runner], 500.0, gun=time.time() - 30)
+    ws, _ = await join(live, race_id, world.tokens[runner])
+    ping = orjson.dumps({"type": "ping", "t0": 1.0, "cid": "gps"}).decode()
+    assert '"gps"' in ping
+    for _ in range(60):  # over the general burst (40), far under the GPS one (1,200)
+        await ws.send(ping)
+    codes: list[str] = []
+    async with asyncio.timeout(10):
+        while len(codes) < 60:
+            frame = await recv(ws)
+            if frame["type"] in ("pong", "error"):  # not the race's standings
+                codes.append(frame.get("code", frame["type"]))
+    assert "rate_limited" in codes and 40 <= codes.count("pong") < 60, codes
+    # a real fix spends its own budget: taken although the general one is spent
+    fix = {"type": "gps", "seq": 1, "t": time.time() - 5, "lat": 52.5, "lon": 13.4, "cid": "f1"}
+    await ws.send(orjson.dumps(fix).decode())
+    answer = await until(ws, lambda f: f["type"] in ("ack", "error"))
+    assert answer == {"type": "ack", "seq": 1, "cid": "f1"}
+    await ws.close()
+
+
 async def test_an_account_holds_a_bounded_number_of_sockets_and_a_closed_one_frees_its_slot(
     live: LiveServer, world: World
 ) -> None:
