@@ -4,16 +4,24 @@ A race goes scheduled -> countdown -> running (<-> paused) -> finished, or abort
 register before the start; during the race each one finishes (credited distance reaches the race
 distance, the finish time interpolated between fixes), does not finish, or is disqualified.
 The room in `server/rooms` feeds fixes to `RaceLive` and turns its outcomes into commands here.
+
+A race is a free route (any path: the distance run counts) or a course (`game.course`: progress
+along a line, within a tolerance of it). Distance covered while the race is paused earns nothing.
+A race has a cutoff: time from the gun (pauses excluded) after which it closes by itself, and the
+runners still out are DNF; a runner may also retire (DNF) at any time during the race.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from game.course import MAX_SPEED_MPS as COURSE_MAX_SPEED_MPS
+from game.course import REACH_M, Course, CourseLine
 from game.errors import Conflict, Forbidden, InvalidCommand
 from game.events import event
 from game.pace import (
@@ -41,6 +49,18 @@ class RaceStatus(StrEnum):
 MIN_DISTANCE_M, MAX_DISTANCE_M = 50.0, 42_195.0
 MAX_CAPACITY = 5000
 MIN_COUNTDOWN_S, MAX_COUNTDOWN_S = 3.0, 600.0
+MIN_CUTOFF_S, MAX_CUTOFF_S = 60.0, 86_400.0
+#: Off the course line for this long (every fix beyond the tolerance): `off_course` to moderators.
+OFF_COURSE_S = 15.0
+#: Moved this far on while the race was paused: `moved_while_paused` to moderators.
+PAUSE_GAIN_FLAG_M = 20.0
+#: Soft live signals a race's moderators are told of, beside every hard fail.
+SUSPECT_CODES = frozenset({"fast_pace", "off_course", "moved_while_paused"})
+
+
+def default_cutoff_s(distance_m: float) -> float:
+    """An hour, plus 1.2 s a metre (a slow backward walk of 0.83 m/s): 2 h 40 min for 5 km."""
+    return min(MAX_CUTOFF_S, 3600.0 + 1.2 * distance_m)
 
 
 # Commands
@@ -56,6 +76,8 @@ class ScheduleRace:
     organiser_id: str
     club_id: str | None = None
     open: bool = True
+    course: Course | None = None  # None: a free route
+    cutoff_s: float | None = None  # None: `default_cutoff_s(distance_m)`
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +117,13 @@ class Disqualify:
     by: str
     runner_id: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """A runner stops racing (DNF), by their own choice."""
+
+    runner_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +193,10 @@ class RaceScheduled:
     organiser_id: str
     club_id: str | None
     open: bool
+    #: `Course.to_dict()`: the line as [lat, lon] points and the tolerance (older logs: none).
+    course: dict[str, Any] | None = None
+    #: Seconds from the gun, pauses excluded, after which the race closes (older logs: none).
+    cutoff_s: float | None = None
 
 
 @event("RunnerRegistered")
@@ -221,6 +254,14 @@ class RunnerDisqualified:
     runner_id: str
     by: str
     reason: str
+
+
+@event("RunnerRetired")
+@dataclass(frozen=True, slots=True)
+class RunnerRetired:
+    race_id: str
+    runner_id: str
+    at: float
 
 
 @event("RunnerFinished")
@@ -317,6 +358,7 @@ RaceEvent = (
     | RaceResumed
     | RaceAborted
     | RunnerDisqualified
+    | RunnerRetired
     | RunnerFinished
     | FixesStored
     | FixesBatchStored
@@ -351,14 +393,18 @@ class RaceState:
     organiser_id: str = ""
     club_id: str | None = None
     open: bool = True
+    course: dict[str, Any] | None = None  # `Course.to_dict()`, None: a free route
+    cutoff_s: float | None = None
     registered: tuple[str, ...] = ()  # in registration order
     #: The same runners as `registered`, for O(1) membership (kept in step by `evolve`).
     registered_set: frozenset[str] = frozenset()
     start_at: float | None = None
     paused_at: float | None = None
     paused_s: float = 0.0
+    pauses: tuple[tuple[float, float], ...] = ()  # (paused at, resumed at), past pauses
     finished: dict[str, Result] = field(default_factory=dict)
     disqualified: dict[str, str] = field(default_factory=dict)
+    retired: frozenset[str] = frozenset()
     chunks: dict[str, int] = field(default_factory=dict)  # runner -> last stored seq
     results: tuple[dict[str, Any], ...] = ()
 
@@ -376,6 +422,7 @@ Command = (
     | Resume
     | Abort
     | Disqualify
+    | Retire
     | Finish
     | StoreFixes
     | StoreFixesBatch
@@ -436,12 +483,26 @@ def decide(state: RaceState, command: Command, now: datetime) -> list[RaceEvent]
             if not reason.strip():
                 raise InvalidCommand("a disqualification needs a reason")
             return [RunnerDisqualified(rid, runner_id, by, reason.strip()[:500])]
+        case Retire(runner_id):
+            if runner_id not in state.registered_set:
+                raise Conflict("you are not registered", code="not_registered")
+            if _status_at(state, t) not in live:
+                raise Conflict("the race is not running", code="bad_race_state")
+            if runner_id in state.finished or runner_id in state.disqualified:
+                raise Conflict("you are no longer racing", code="not_racing")
+            if runner_id in state.retired:
+                raise Conflict("you have already retired", code="already_retired")
+            return [RunnerRetired(rid, runner_id, t)]
         case Finish(runner_id, time_s, distance_m, verdict):
             if _status_at(state, t) not in live:
                 raise Conflict("the race is not running", code="bad_race_state")
             if runner_id not in state.registered_set:
                 raise Forbidden("only registered runners finish")
-            if runner_id in state.finished or runner_id in state.disqualified:
+            if (
+                runner_id in state.finished
+                or runner_id in state.disqualified
+                or runner_id in state.retired
+            ):
                 return []  # a repeated finish (a resent fix) changes nothing
             codes = [f.code for f in verdict.flags]
             return [
@@ -537,6 +598,19 @@ def status_at(state: RaceState, t: float) -> RaceStatus:
     return _status_at(state, t)
 
 
+def cutoff_at(state: RaceState, t: float) -> float | None:
+    """When the race closes by itself, as known at `t`: the gun + the cutoff + every pause so
+    far (a pause stops the clock). None: not started, or no cutoff (older races)."""
+    if state.start_at is None or state.cutoff_s is None:
+        return None
+    paused = state.paused_s + (max(0.0, t - state.paused_at) if state.paused_at is not None else 0)
+    return state.start_at + state.cutoff_s + paused
+
+
+def course_of(state: RaceState) -> Course | None:
+    return Course.from_dict(state.course) if state.course is not None else None
+
+
 def _schedule(state: RaceState, cmd: ScheduleRace) -> RaceScheduled:
     if state.status != RaceStatus.NONE:
         raise Conflict("this race already exists", code="race_exists")
@@ -546,6 +620,19 @@ def _schedule(state: RaceState, cmd: ScheduleRace) -> RaceScheduled:
         raise InvalidCommand(f"a race is {MIN_DISTANCE_M:g} m to {MAX_DISTANCE_M:g} m long")
     if not 1 <= cmd.capacity <= MAX_CAPACITY:
         raise InvalidCommand(f"capacity is 1 to {MAX_CAPACITY}")
+    cutoff = default_cutoff_s(cmd.distance_m) if cmd.cutoff_s is None else float(cmd.cutoff_s)
+    if not MIN_CUTOFF_S <= cutoff <= MAX_CUTOFF_S:
+        raise InvalidCommand(
+            f"a cutoff is {MIN_CUTOFF_S:g} s to {MAX_CUTOFF_S:g} s after the gun", code="bad_cutoff"
+        )
+    if cmd.course is not None:
+        length = CourseLine(cmd.course).length_m
+        if length + 0.5 < cmd.distance_m:
+            raise InvalidCommand(
+                f"the course line is {length:,.0f} m long, shorter than the race "
+                f"({cmd.distance_m:,.0f} m): the finish is that far along it",
+                code="bad_course",
+            )
     return RaceScheduled(
         cmd.race_id,
         cmd.title.strip(),
@@ -555,6 +642,8 @@ def _schedule(state: RaceState, cmd: ScheduleRace) -> RaceScheduled:
         cmd.organiser_id,
         cmd.club_id,
         cmd.open,
+        cmd.course.to_dict() if cmd.course is not None else None,
+        cutoff,
     )
 
 
@@ -614,6 +703,8 @@ def evolve(state: RaceState, evt: RaceEvent) -> RaceState:
                 organiser_id=evt.organiser_id,
                 club_id=evt.club_id,
                 open=evt.open,
+                course=evt.course,
+                cutoff_s=evt.cutoff_s,
             )
         case RunnerRegistered():
             return replace(
@@ -632,11 +723,15 @@ def evolve(state: RaceState, evt: RaceEvent) -> RaceState:
         case RacePaused():
             return replace(state, status=RaceStatus.PAUSED, paused_at=evt.at)
         case RaceResumed():
+            pauses = state.pauses
+            if state.paused_at is not None:
+                pauses = (*pauses, (state.paused_at, evt.at))
             return replace(
                 state,
                 status=RaceStatus.RUNNING,
                 paused_at=None,
                 paused_s=state.paused_s + evt.paused_s,
+                pauses=pauses,
             )
         case RaceAborted():
             return replace(state, status=RaceStatus.ABORTED)
@@ -645,6 +740,8 @@ def evolve(state: RaceState, evt: RaceEvent) -> RaceState:
             if state.status == RaceStatus.FINISHED:  # a late DQ re-ranks the published results
                 return replace(after, results=tuple(results(after)))
             return after
+        case RunnerRetired():
+            return replace(state, retired=state.retired | {evt.runner_id})
         case RunnerFinished():
             result = Result(
                 evt.runner_id,
@@ -736,12 +833,18 @@ class FixesMissing(ValueError):
 @dataclass(slots=True)
 class _Runner:
     check: LiveCheck
-    distance_m: float = 0.0
+    distance_m: float = 0.0  # credited, up to the race distance
     last_t: float = 0.0
     reached_t: float = 0.0  # when the current distance was reached (ties)
     finish: Finish | None = None
     crossing: Crossing | None = None  # crossed, the verdict still to come (`keep_fixes=False`)
     dq: bool = False
+    out: bool = False  # retired: no longer racing (DNF)
+    progress_m: float = 0.0  # free route: the check's distance; course: the furthest along
+    paused_m: float = 0.0  # of `progress_m`, what was made while the race was paused
+    along_m: float = 0.0  # course: where on the line the runner was last seen
+    off_since: float | None = None  # course: off the line since (first fix beyond tolerance)
+    off_flagged: bool = False
 
 
 class RaceLive:
@@ -770,8 +873,42 @@ class RaceLive:
         self.policy = policy or policy_for(Activity.RACE)
         self.paused_s = 0.0
         self.paused_at: float | None = None
+        self.pauses: list[tuple[float, float]] = []  # past pauses: (paused at, resumed at)
+        self.course: CourseLine | None = None
         self._runners: dict[str, _Runner] = {}
         self._seen_registered: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, state: RaceState, policy: PacePolicy | None = None, **kw: Any) -> RaceLive:
+        """The live engine of a started race, as its state stands (course, pauses, DQs,
+        retirements); `kw` as for the constructor."""
+        assert state.start_at is not None
+        live = cls(state.distance_m, state.start_at, policy, **kw)
+        course = course_of(state)
+        live.course = CourseLine(course) if course is not None else None
+        live.paused_s = state.paused_s
+        live.paused_at = state.paused_at
+        live.pauses = list(state.pauses)
+        for runner_id in state.disqualified:
+            live.disqualify(runner_id)
+        for runner_id in state.retired:
+            live.retire(runner_id)
+        return live
+
+    def pause(self, at: float) -> None:
+        self.paused_at = at
+
+    def resume(self, at: float, paused_s: float) -> None:
+        """The race goes on at `at`; `paused_s`: every pause so far, in seconds."""
+        if self.paused_at is not None:
+            self.pauses.append((self.paused_at, at))
+        self.paused_at = None
+        self.paused_s = paused_s
+
+    def _paused(self, t: float) -> bool:
+        if self.paused_at is not None and t >= self.paused_at:
+            return True
+        return any(a <= t < b for a, b in self.pauses)
 
     def _runner(self, runner_id: str) -> _Runner:
         r = self._runners.get(runner_id)
@@ -787,9 +924,26 @@ class RaceLive:
         r = self._runner(runner_id)
         if fix.t < self.start_at:  # warming up before the gun earns nothing
             return FixOutcome([], None, r.distance_m)
-        before_m, before_t = r.check.distance_m, r.last_t
+        before_t = r.last_t
+        before_m = r.progress_m - r.paused_m
         flags = r.check.add(fix, now)
-        after_m = r.check.distance_m
+        progress = r.check.distance_m if self.course is None else self._along(r, fix, flags)
+        if progress > r.progress_m:
+            if self._paused(fix.t):  # moving on while paused earns nothing
+                paused_before = r.paused_m
+                r.paused_m += progress - r.progress_m
+                if paused_before < PAUSE_GAIN_FLAG_M <= r.paused_m:
+                    flags.append(
+                        Flag(
+                            "moved_while_paused",
+                            f"moved {r.paused_m:.0f} m on while the race was paused (not credited)",
+                            0,
+                            False,
+                            {"distance_m": round(r.paused_m, 1), "t": fix.t},
+                        )
+                    )
+            r.progress_m = progress
+        after_m = r.progress_m - r.paused_m
         if after_m > before_m:
             r.reached_t = fix.t
         r.last_t = max(r.last_t, fix.t)
@@ -798,6 +952,7 @@ class RaceLive:
             r.finish is None
             and r.crossing is None
             and not r.dq
+            and not r.out
             and after_m >= self.distance_m
             and fix.t >= self.start_at
         ):
@@ -813,6 +968,45 @@ class RaceLive:
             r.finish = Finish(runner_id, time_s, self.distance_m, r.check.verdict(now))
             return FixOutcome(flags, r.finish, r.distance_m)
         return FixOutcome(flags, None, r.distance_m)
+
+    def _along(self, r: _Runner, fix: Fix, flags: list[Flag]) -> float:
+        """Course progress after `fix`: the furthest along the line reached within its
+        tolerance (`game.course`); off the line for `OFF_COURSE_S`, an `off_course` flag."""
+        line = self.course
+        assert line is not None
+        lat, lon, acc = fix.lat, fix.lon, fix.acc_m
+        if not (math.isfinite(lat) and math.isfinite(lon) and math.isfinite(fix.t)):
+            return r.progress_m
+        if acc is not None and not 0.0 < acc <= self.policy.max_acc_m:
+            return r.progress_m  # too vague to place (the pace check drops it too)
+        # the reach grows with the time since the runner's last fix, on the line or off it: a
+        # gap in the signal may hide running along the line, fixes off it show a way round it
+        last = r.last_t if r.last_t > 0.0 else self.start_at
+        reach = REACH_M + COURSE_MAX_SPEED_MPS * max(0.0, fix.t - last)
+        along, off = line.locate(lat, lon, r.along_m, reach)
+        if off <= line.tolerance_m:
+            r.along_m, r.off_since = along, None
+            return max(r.progress_m, along)
+        if r.off_since is None:
+            r.off_since = fix.t
+        elif fix.t - r.off_since >= OFF_COURSE_S and not r.off_flagged:
+            r.off_flagged = True
+            flags.append(
+                Flag(
+                    "off_course",
+                    f"{off:.0f} m off the course line for {fix.t - r.off_since:.0f} s (the "
+                    f"tolerance is {line.tolerance_m:g} m): no progress is credited off it",
+                    0,
+                    False,
+                    {
+                        "off_m": round(off, 1),
+                        "at_m": round(r.along_m, 1),
+                        "duration_s": round(fix.t - r.off_since, 1),
+                        "t": fix.t,
+                    },
+                )
+            )
+        return r.progress_m
 
     def verdict_from(self, crossing: Crossing, fixes: Sequence[Fix]) -> Verdict:
         """The verdict of a `crossing` from the runner's stored fixes, in the order they were
@@ -833,7 +1027,7 @@ class RaceLive:
         """Timer signals per runner (signal lost, no progress)."""
         out = {}
         for runner_id, r in self._runners.items():
-            if r.finish is None and not r.dq:
+            if r.finish is None and not r.dq and not r.out:
                 flags = r.check.tick(now)
                 if flags:
                     out[runner_id] = flags
@@ -842,13 +1036,17 @@ class RaceLive:
     def disqualify(self, runner_id: str) -> None:
         self._runner(runner_id).dq = True
 
+    def retire(self, runner_id: str) -> None:
+        self._runner(runner_id).out = True
+
     def verdict(self, runner_id: str, now: float) -> Verdict:
         return self._runner(runner_id).check.verdict(now)
 
     def ranking(self, registered: tuple[str, ...] = ()) -> list[StandingRow]:
         """The standings as plain `(rank, runner_id, distance_m, time_s, status)` tuples.
 
-        Finishers by time, then runners by distance (first to reach it ahead), then DQ. One sort of
+        Finishers by time, then runners by distance (first to reach it ahead), then the retired
+        (DNF), then DQ. One sort of
         precomputed keys per call and no object per runner: the room builds this every tick.
         """
         if registered is not self._seen_registered:  # the roster changes rarely
@@ -862,6 +1060,8 @@ class RaceLive:
             fin = r.finish
             if r.dq or (fin is not None and fin.verdict.status == "rejected"):
                 append(((3, 0.0, 0.0, rid), rid, round(r.distance_m, 1), None, "dq"))
+            elif r.out and fin is None:
+                append(((2, -r.distance_m, 0.0, rid), rid, round(r.distance_m, 1), None, "dnf"))
             elif fin is not None:
                 status = "finished" if fin.verdict.status == "verified" else "review"
                 append(
@@ -887,7 +1087,8 @@ class RaceLive:
         return [(i, k[1], k[2], k[3], k[4]) for i, k in enumerate(keyed, start=1)]
 
     def standings(self, registered: tuple[str, ...] = ()) -> list[Standing]:
-        """Finishers by time, then runners by distance (first to reach it ahead), then DQ."""
+        """Finishers by time, then runners by distance (first to reach it ahead), then the retired
+        (DNF), then DQ."""
         return [Standing(*row) for row in self.ranking(registered)]
 
 

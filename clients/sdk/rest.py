@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, cast
@@ -177,17 +177,31 @@ class RetroRunClient:
         scheduled_at: datetime,
         capacity: int = 100,
         open: bool = True,
+        club_id: str | None = None,
+        course: Sequence[tuple[float, float]] | None = None,
+        tolerance_m: float = 25.0,
+        cutoff_s: float | None = None,
     ) -> JSON:
-        """Schedule a race (moderators and organisers). `scheduled_at` must be time-zone aware."""
+        """Schedule a race (moderators; a club's owner and admins for `club_id`). You organise
+        it. `scheduled_at` must be time-zone aware; a members-only race (`open=False`) needs a
+        `club_id`. `course`: the line to follow as (lat, lon) points, at least `distance_m`
+        long, within `tolerance_m` of it (none: a free route); `cutoff_s`: seconds from the gun
+        after which the race closes (none: the server's default)."""
         if scheduled_at.tzinfo is None:
             raise ValueError("scheduled_at needs a time zone (the API refuses naive times)")
-        body = {
+        body: JSON = {
             "title": title,
             "distance_m": distance_m,
             "scheduled_at": scheduled_at.isoformat(),
             "capacity": capacity,
             "open": open,
         }
+        if club_id is not None:
+            body["club_id"] = club_id
+        if course is not None:
+            body["course"] = {"line": [list(p) for p in course], "tolerance_m": tolerance_m}
+        if cutoff_s is not None:
+            body["cutoff_s"] = cutoff_s
         return cast(JSON, await self._request("POST", f"{API}/races", json_body=body))
 
     async def register_for_race(self, race_id: str) -> JSON:

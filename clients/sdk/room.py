@@ -166,6 +166,10 @@ class RoomConnection(RoomLink):
         """Tell the organiser this runner is at the start line."""
         await self._send({"type": "ready"})
 
+    async def retire(self) -> None:
+        """Stop racing: this runner is DNF (final; the room answers with a `retired` event)."""
+        await self._send({"type": "retire"})
+
     # sending: moderators, organisers and coaches (`control`)
 
     async def control(

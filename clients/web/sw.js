@@ -1,7 +1,7 @@
 // Offline shell: the app's static files come from the cache when the network is gone.
 // API calls are never cached (and never intercepted): the run buffer in IndexedDB covers them.
 
-const VERSION = "retrorun-shell-v3";
+const VERSION = "retrorun-shell-v4";
 const SHELL = [
   "/",
   "/index.html",

@@ -62,6 +62,7 @@ class LiveCheck:
         "_last",
         "_lost",
         "_now",
+        "_paced",
         "_pending",
         "_policy",
         "_progress_t",
@@ -100,6 +101,7 @@ class LiveCheck:
         self._lost = False
         self._stalled = False
         self._pending: tuple[float, float, float, float, float] | None = None  # big jump
+        self._paced = array("d")  # (t, distance) every `live_pace_sample_s`: `fast_pace`
 
     @property
     def distance_m(self) -> float:
@@ -230,6 +232,10 @@ class LiveCheck:
             self._anchor = (lat, lon, sigma)
             self._progress_t = t
             self._stalled = False
+        if p.live_signals:
+            paced = self._paced
+            if not paced or t - paced[-2] >= p.live_pace_sample_s:
+                flags += self._pace_sample(t)
         recent = self._recent
         recent.append((t, lat, lon))
         horizon = t - p.superhuman_window_s
@@ -249,6 +255,36 @@ class LiveCheck:
                     t=t,
                 )
         return flags
+
+    def _pace_sample(self, t: float) -> list[Flag]:
+        """Sample the distance; over the last `live_pace_window_s`, faster than the review
+        speed of the longest record the window covers is `fast_pace` (once): a bike or a car
+        at a speed no hard fail catches."""
+        p, paced, d = self._policy, self._paced, self._distance_m
+        paced.extend((t, d))
+        horizon = t - p.live_pace_window_s
+        while len(paced) >= 6 and paced[2] <= horizon:  # keep one sample at or before it
+            del paced[:2]
+        t0, d0 = paced[0], paced[1]
+        if t0 > horizon or "fast_pace" in self._raised:
+            return []
+        covered = d - d0
+        record = next((r for r in reversed(p.records) if r.distance_m <= covered), None)
+        speed = covered / (t - t0)
+        if record is None or speed <= record.review_mps:
+            return []
+        return self._once(
+            "fast_pace",
+            f"{speed:.1f} m/s over the last {t - t0:.0f} s: faster than the backward "
+            f"{record.name} record ({record.review_mps:g} m/s)",
+            0,
+            False,
+            speed_mps=speed,
+            duration_s=t - t0,
+            distance_m=covered,
+            record=record.name,
+            t=t,
+        )
 
     def tick(self, now: float) -> list[Flag]:
         """Timer signals without a new fix: signal lost (30 s), no progress (safety alert, 60 s)."""

@@ -152,6 +152,10 @@ class PacePolicy:
     partly_facing_points: int = 20
     # live
     live_signals: bool = False
+    # live only: distance credited over this window faster than the review speed of the longest
+    # record it covers (S1's ceiling, live) is a `fast_pace` signal; sampled every `_sample_s`
+    live_pace_window_s: float = 120.0
+    live_pace_sample_s: float = 10.0
     no_progress_s: float = 60.0
     distance: DistanceSettings = field(default_factory=DistanceSettings)
 

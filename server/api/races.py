@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from game import course as course_rules
 from game import races as race_decider
 from server.authz import club_state, require_organiser
 from server.commands import execute, load_state
@@ -21,6 +22,30 @@ router = APIRouter(prefix="/races", tags=["races"])
 RaceId = Annotated[str, Path(max_length=36, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
+#: How far in the past a race may be scheduled (one set up at the last minute, a little late).
+SCHEDULE_GRACE = timedelta(hours=1)
+
+
+class CourseIn(BaseModel):
+    """A course to follow: progress is the distance along `line` reached within `tolerance_m`
+    of it; the finish is `distance_m` along it."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    line: list[tuple[float, float]] = Field(
+        min_length=2,
+        max_length=course_rules.MAX_POINTS,
+        description="the course as [lat, lon] points in degrees, in running order",
+        examples=[[[52.5200, 13.4050], [52.5245, 13.4050]]],
+    )
+    tolerance_m: float = Field(
+        default=course_rules.DEFAULT_TOLERANCE_M,
+        ge=course_rules.MIN_TOLERANCE_M,
+        le=course_rules.MAX_TOLERANCE_M,
+        description="how far from the line a runner may be, in metres",
+    )
+
+
 class RaceCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -30,6 +55,20 @@ class RaceCreate(BaseModel):
     capacity: int = Field(default=100, ge=1, le=5000)
     open: bool = Field(default=True, description="false: only the club's members may register")
     club_id: str | None = Field(default=None, max_length=36, description="a club race")
+    course: CourseIn | None = Field(default=None, description="none: a free route")
+    cutoff_s: float | None = Field(
+        default=None,
+        ge=race_decider.MIN_CUTOFF_S,
+        le=race_decider.MAX_CUTOFF_S,
+        description="seconds from the gun (pauses excluded) after which the race closes and the "
+        "runners still out are DNF; default: an hour plus 1.2 s a metre",
+    )
+
+
+class CoursePublic(BaseModel):
+    line: list[tuple[float, float]] = Field(description="[lat, lon] points, in running order")
+    tolerance_m: float
+    length_m: float = Field(description="the line's length in metres")
 
 
 class RacePublic(BaseModel):
@@ -46,6 +85,8 @@ class RacePublic(BaseModel):
         description="the gun (server time), once the countdown started"
     )
     registered: list[str]
+    course: CoursePublic | None = Field(description="none: a free route")
+    cutoff_s: float | None = Field(description="seconds from the gun, pauses excluded")
     room: str = Field(description="WebSocket path of the live room")
 
 
@@ -76,7 +117,19 @@ def _public(s: race_decider.RaceState, now: float) -> RacePublic:
         status=race_decider.status_at(s, now).value,
         start_at=datetime.fromtimestamp(s.start_at, UTC) if s.start_at else None,
         registered=list(s.registered),
+        course=_course(s),
+        cutoff_s=s.cutoff_s,
         room=f"/ws/rooms/{s.race_id}",
+    )
+
+
+def _course(s: race_decider.RaceState) -> CoursePublic | None:
+    course = race_decider.course_of(s)
+    if course is None:
+        return None
+    length = course_rules.CourseLine(course).length_m
+    return CoursePublic(
+        line=list(course.line), tolerance_m=course.tolerance_m, length_m=round(length, 1)
     )
 
 
@@ -96,7 +149,12 @@ async def create_race(
     await require_organiser(store, runner, body.club_id)
     if not body.open and body.club_id is None:
         raise ApiError(422, "invalid", "open: only a club race can be members-only")
+    if body.scheduled_at < datetime.now(UTC) - SCHEDULE_GRACE:
+        raise ApiError(422, "in_the_past", "scheduled_at: a race is scheduled for a time to come")
     race_id = uuid.uuid4().hex[:12]
+    course = (
+        course_rules.Course.of(body.course.line, body.course.tolerance_m) if body.course else None
+    )
     cmd = race_decider.ScheduleRace(
         race_id,
         body.title,
@@ -106,6 +164,8 @@ async def create_race(
         runner.id,
         body.club_id,
         body.open,
+        course,
+        body.cutoff_s,
     )
     outcome = await execute(store, f"race-{race_id}", race_decider, cmd, meta={"actor": runner.id})
     await projections.run_once()

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from game import races, safety
+from game.course import CourseLine
 from game.pace import Flag
 from game.track import Fix
 from server.rooms.protocol import GpsFrame
@@ -29,7 +30,18 @@ def race_summary(state: races.RaceState, now: float) -> dict[str, Any]:
         "capacity": state.capacity,
         "organiser_id": state.organiser_id,
         "registered": len(state.registered),
+        "course": _course_summary(state),
+        "cutoff_at": races.cutoff_at(state, now),
     }
+
+
+def _course_summary(state: races.RaceState) -> dict[str, Any] | None:
+    """The course's tolerance and length (the line itself: REST `GET /api/v1/races/{id}`)."""
+    course = races.course_of(state)
+    if course is None:
+        return None
+    length = CourseLine(course).length_m
+    return {"tolerance_m": course.tolerance_m, "length_m": round(length, 1)}
 
 
 def standing_row(s: races.Standing) -> dict[str, Any]:
@@ -93,6 +105,8 @@ def event_frame(evt: Any, now: float) -> dict[str, Any] | None:
             return {"type": "event", "event": "registered", "runner_id": evt.runner_id}
         case races.RunnerWithdrew():
             return {"type": "event", "event": "withdrew", "runner_id": evt.runner_id}
+        case races.RunnerRetired():
+            return {"type": "event", "event": "retired", "runner_id": evt.runner_id, "at": evt.at}
         case races.RaceFinished():
             return {"type": "event", "event": "closed", "at": evt.at, "results": evt.results}
     return None

@@ -56,6 +56,12 @@ class ReadyFrame(_Frame):
     type: Literal["ready"]
 
 
+class RetireFrame(_Frame):
+    """A runner stops racing: DNF (final)."""
+
+    type: Literal["retire"]
+
+
 class GpsFrame(_Frame):
     """One fix. `t` Unix seconds; `acc` metres (68%); angles degrees from north; `speed` m/s."""
 
@@ -162,6 +168,7 @@ ClientFrame = Annotated[
     AuthFrame
     | PingFrame
     | ReadyFrame
+    | RetireFrame
     | GpsFrame
     | ResumeFrame
     | ControlFrame
@@ -176,6 +183,7 @@ FRAME_TYPES = (
     "auth",
     "ping",
     "ready",
+    "retire",
     "gps",
     "resume",
     "control",

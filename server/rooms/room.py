@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 from sqlalchemy import insert, select
 
+from game import clubs as club_decider
 from game import races
 from game import safety as game_safety
 from game.errors import DomainError
@@ -63,6 +64,7 @@ from server.rooms.protocol import (
     GpsFrame,
     ReadyFrame,
     ResumeFrame,
+    RetireFrame,
     encode,
     error,
 )
@@ -172,6 +174,8 @@ class Room:
         self.spotters: dict[str, _Spotter] = {}  # conn id -> what it spots
         self.positions: dict[str, dict[str, Any]] = {}  # runner -> last fix (memory only)
         self.names: dict[str, str] = {}  # registered runner -> handle (the leaders' rows)
+        #: A club race: the club's owner and admins run it too (as they were when it opened).
+        self.club_admins: frozenset[str] = frozenset()
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=10_000)
         self.writes = WriteQueue(f"room {race_id}", FLUSH_S, self._write, self._flush)
         self._dirty = False
@@ -221,6 +225,16 @@ class Room:
         self.version = recorded[-1].version if recorded else 0
         if self.state.status == races.RaceStatus.NONE:
             raise RoomNotFound(self.race_id)
+        if self.state.club_id is not None:
+            club = fold(
+                club_decider.evolve,
+                club_decider.initial_state(),
+                (
+                    from_data(e.type, e.data)
+                    for e in await self.store.load(f"club-{self.state.club_id}")
+                ),
+            )
+            self.club_admins = frozenset(r for r in club.roles if club.is_admin(r))
         alerts = await self.store.load(self.safety_stream)
         self.safety_state = fold(
             game_safety.evolve,
@@ -248,7 +262,11 @@ class Room:
         return self.state.status in (races.RaceStatus.FINISHED, races.RaceStatus.ABORTED)
 
     def is_controller(self, runner_id: str, role: str) -> bool:
-        return role in CONTROLLER_ROLES or runner_id == self.state.organiser_id
+        return (
+            role in CONTROLLER_ROLES
+            or runner_id == self.state.organiser_id
+            or runner_id in self.club_admins
+        )
 
     @property
     def busy(self) -> bool:
@@ -303,14 +321,8 @@ class Room:
         pace = replace(policy_for(Activity.RACE), no_progress_s=self.safety_policy.no_progress_s)
         # the room's fixes are `stored_fix`es (their extras are float32 already), and stored:
         # the engine keeps none of them, a finish's verdict runs on the stored ones (`_verify`)
-        live = races.RaceLive(
-            st.distance_m, st.start_at, pace, float32_extras=True, keep_fixes=False
-        )
-        live.paused_s = st.paused_s
-        live.paused_at = st.paused_at
-        for runner_id in st.disqualified:  # e.g. disqualified in the lobby, before the countdown
-            live.disqualify(runner_id)
-        return live
+        # course, pauses, and the runners disqualified (e.g. in the lobby) or retired, as they stand
+        return races.RaceLive.of(st, pace, float32_extras=True, keep_fixes=False)
 
     # output
 
@@ -430,6 +442,13 @@ class Room:
                 self.ready.add(msg.runner_id)
                 ready = {"type": "event", "event": "ready", "runner_id": msg.runner_id}
                 await self._publish(Outbound("direct", encode(ready), audience="moderators"))
+            case RetireFrame():
+                if msg.runner_id not in self.state.registered_set:
+                    await self._refuse(msg, "not_registered", "you are not in this race", frame.cid)
+                    return
+                self._enqueue(
+                    _Job([races.Retire(msg.runner_id)], msg.runner_id, msg.conn_id, frame.cid)
+                )
             case ResumeFrame():
                 await self._resume(msg, frame, now)
             case AlertAckFrame():
@@ -488,8 +507,8 @@ class Room:
         self._dirty = True
         crossing = outcome.crossing
         await self._watch_fall(runner_id, fix, crossing is not None, now)
-        for flag in outcome.flags:
-            if flag.hard_fail:
+        for flag in outcome.flags:  # hard fails, and the signs of a runner to watch
+            if flag.hard_fail or flag.code in races.SUSPECT_CODES:
                 self._flagged.add((runner_id, flag.code))
                 await self._flag(runner_id, flag, now)
         if crossing is not None and runner_id not in st.finished:
@@ -531,6 +550,7 @@ class Room:
                 if mono >= next_safety:
                     next_safety = mono + SAFETY_TICK_S
                     await self._safety(now)
+                    self._cutoff(now)
                 if mono >= next_catch_up:
                     next_catch_up = mono + CATCH_UP_S
                     if await self.store.version(self.stream_id) > self.version:
@@ -541,6 +561,21 @@ class Room:
                 )
             except Exception:
                 log.exception("room %s: tick failed", self.race_id)
+
+    def _cutoff(self, now: float) -> None:
+        """Past the cutoff (pauses excluded), the race closes by itself: the runners still out
+        are DNF."""
+        st = self.state
+        at = races.cutoff_at(st, now)
+        if (
+            at is not None
+            and now >= at
+            and not self._closing_requested
+            and races.status_at(st, now) == races.RaceStatus.RUNNING
+        ):
+            self._closing_requested = True
+            log.info("room %s: cutoff reached, closing the race", self.race_id)
+            self._enqueue(_Job([races.Close(SYSTEM)], SYSTEM))
 
     async def _standings(self, now: float) -> None:
         assert self.live is not None
@@ -915,12 +950,13 @@ class Room:
                 self.live = self._new_live()
             elif self.live is not None:
                 if isinstance(evt, races.RacePaused):
-                    self.live.paused_at = evt.at
+                    self.live.pause(evt.at)
                 elif isinstance(evt, races.RaceResumed):
-                    self.live.paused_s = state.paused_s
-                    self.live.paused_at = None
+                    self.live.resume(evt.at, state.paused_s)
                 elif isinstance(evt, races.RunnerDisqualified):
                     self.live.disqualify(evt.runner_id)
+                elif isinstance(evt, races.RunnerRetired):
+                    self.live.retire(evt.runner_id)
             await self._announce(evt, version, now)
         if any(isinstance(e, races.RaceFinished | races.RaceAborted) for e in events):
             if self.live is not None:
@@ -928,7 +964,7 @@ class Room:
             await self._flush()  # ack what arrived before the end, then close for good
             await self.out.close(ROOM_OVER)
             return
-        done = set(state.finished) | set(state.disqualified)
+        done = set(state.finished) | set(state.disqualified) | state.retired
         if (
             state.registered
             and not self._closing_requested

@@ -81,3 +81,25 @@ def test_the_profile_counts_credited_runs_with_badges(
     }
     assert client.get("/api/v1/me/profile", headers=me).json()["tz"] == "Europe/Berlin"
     assert_problem(client.patch("/api/v1/me", json={"tz": "Mars/Olympus"}, headers=me), 422)
+
+
+def test_a_race_on_a_course_line_with_a_cutoff(client: TestClient, settings: Settings) -> None:
+    create_user(settings, "org3", "moderator")
+    mod = _login(client, "org3")
+    line = [[52.0, 13.0], [52.0 + 600 / 111_195.0, 13.0]]  # 600 m north
+    body = {**RACE, "distance_m": 500, "course": {"line": line, "tolerance_m": 15}}
+    race = client.post("/api/v1/races", json={**body, "cutoff_s": 1800}, headers=mod).json()
+    assert race["course"]["tolerance_m"] == 15.0 and race["cutoff_s"] == 1800.0
+    assert abs(race["course"]["length_m"] - 600.0) < 1.0
+    assert client.get(f"/api/v1/races/{race['id']}").json()["course"] == race["course"]
+    free = client.post("/api/v1/races", json=RACE, headers=mod).json()
+    assert free["course"] is None and free["cutoff_s"] == 3600.0 + 1.2 * 5000
+    for bad, code in (
+        ({**body, "distance_m": 800}, "bad_course"),  # the line is shorter than the race
+        ({**body, "course": {"line": [[52.0, 13.0], [95.0, 13.0]]}}, "bad_course"),
+        ({**body, "course": {"line": line, "tolerance_m": 1}}, "invalid"),
+        ({**body, "course": {"line": line[:1]}}, "invalid"),
+        ({**body, "cutoff_s": 10}, "invalid"),
+        ({**RACE, "scheduled_at": "2020-01-05T09:00:00Z"}, "in_the_past"),
+    ):
+        assert_problem(client.post("/api/v1/races", json=bad, headers=mod), 422, code)

@@ -8,9 +8,10 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
-from clients.sdk import ApiError, RetroRunClient, RoomClosed, RoomConnection
+from clients.sdk import API, ApiError, RetroRunClient, RoomClosed, RoomConnection
 from clients.simulate import track_fixes
 from game.generate import Profile, generate
 from tests.api.helpers import create_user
@@ -151,6 +152,50 @@ async def test_races_create_register_read_and_results(live_server: LiveServer) -
         with pytest.raises(ApiError) as missing:
             await runner.race("no-such-race")
         assert missing.value.status == 404
+
+
+#: A second loopback address: sign-ups and sign-ins from it spend their own rate-limit budget
+#: (per client address, 10 a minute), not the one this module's other tests share.
+ELSEWHERE = "127.0.0.2"
+
+
+async def _signed_in_elsewhere(server: LiveServer, prefix: str) -> RetroRunClient:
+    transport = httpx.AsyncHTTPTransport(local_address=ELSEWHERE)
+    api = RetroRunClient(server.base_url, transport=transport)
+    handle = _handle(prefix)
+    await api.register(handle, PASSWORD)
+    await api.login(handle, PASSWORD)
+    return api
+
+
+async def _create_club(api: RetroRunClient, name: str) -> str:
+    """A club owned by `api`'s runner (the SDK has no club calls: plain REST, docs/api.md)."""
+    transport = httpx.AsyncHTTPTransport(local_address=ELSEWHERE)
+    async with httpx.AsyncClient(base_url=api.base_url, transport=transport) as http:
+        answer = await http.post(
+            f"{API}/clubs", json={"name": name}, headers={"Authorization": f"Bearer {api.token}"}
+        )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["id"])
+
+
+async def test_a_club_owner_creates_a_members_only_race(live_server: LiveServer) -> None:
+    owner = await _signed_in_elsewhere(live_server, "owner")
+    outsider = await _signed_in_elsewhere(live_server, "outsider")
+    async with owner, outsider:
+        club_id = await _create_club(owner, "SDK Backpedallers")
+        when = datetime.now(UTC) + timedelta(hours=1)
+        race = await owner.create_race("Club reverse 400", 400, when, open=False, club_id=club_id)
+        assert race["club_id"] == club_id and race["open"] is False
+        assert race["organiser_id"] == (await owner.me())["id"]
+        again = await outsider.race(race["id"])
+        assert again["club_id"] == club_id and again["open"] is False
+        with pytest.raises(ApiError) as members_only:
+            await outsider.register_for_race(race["id"])
+        assert members_only.value.status == 403
+        with pytest.raises(ApiError) as not_theirs:
+            await outsider.create_race("Not my club", 400, when, open=False, club_id=club_id)
+        assert not_theirs.value.status == 403
 
 
 # The real room (docs/protocol.md), once server/rooms/ws.py exists

@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from websockets.asyncio.client import ClientConnection, connect
 
 from game import races
+from game.course import Course
 from game.track import Track
 from server.app import create_app
 from server.commands import execute
@@ -149,6 +150,8 @@ class World:
         distance_m: float,
         *,
         gun: float | None = None,
+        course: Course | None = None,
+        cutoff_s: float | None = None,
     ) -> str:
         """Schedule a race and register `runners`; with `gun`, the countdown fired before it."""
         race_id = str(uuid.uuid4())
@@ -161,7 +164,16 @@ class World:
                 store,
                 stream,
                 races,
-                races.ScheduleRace(race_id, "Room test", distance_m, when, 100, organiser),
+                races.ScheduleRace(
+                    race_id,
+                    "Room test",
+                    distance_m,
+                    when,
+                    100,
+                    organiser,
+                    course=course,
+                    cutoff_s=cutoff_s,
+                ),
             )
             for r in runners:
                 await execute(store, stream, races, races.Register(r))

@@ -102,6 +102,7 @@ FRAMES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "auth": lambda ctx: {"type": "auth", "token": ctx["token"] or "x"},
     "ping": lambda ctx: {"type": "ping", "t0": time.time()},
     "ready": lambda ctx: {"type": "ready"},
+    "retire": lambda ctx: {"type": "retire"},
     "gps": lambda ctx: {
         "type": "gps",
         "seq": 1,
@@ -140,6 +141,7 @@ RACE: dict[str, dict[str, Outcome]] = {
     "auth": everyone(Refused("already_authenticated")),
     "ping": everyone(Ok("pong")),
     "ready": row(Silent(), Refused("not_registered"), RUNNER_A),
+    "retire": row(Ok("retired"), Refused("not_registered"), RUNNER_A),
     "gps": row(Ok("ack"), Refused("not_registered"), RUNNER_A),
     "resume": everyone(Ok("welcome")),
     "control:start": row(Ok("countdown"), Refused("forbidden"), STAFF),
@@ -159,6 +161,7 @@ DRILL: dict[str, dict[str, Outcome]] = {
     "auth": everyone(Refused("already_authenticated")),
     "ping": everyone(Ok("pong")),
     "ready": everyone(Refused("unsupported")),
+    "retire": everyone(Refused("unsupported")),
     "gps": everyone(Refused("unsupported")),
     "resume": everyone(Ok("welcome")),
     "control:start": row(Ok("started"), Refused("forbidden"), STAFF),

@@ -171,8 +171,9 @@ def test_live_state_stays_bounded_without_kept_fixes() -> None:
             early = sizes(live)
     late = sizes(live)
     assert live.fixes_added == 20_000 and live.distance_m > 40_000.0
-    assert late == early, (early, late)
-    assert max(late.values()) <= 16
+    assert late["_rows"] == late["_extras"] == 0
+    assert max(late.values()) <= 32, late  # a few recent fixes, 2 minutes of pace samples
+    assert all(late[k] <= max(early[k], 32) for k in late), (early, late)
 
 
 # --- the property: batch verdict == incremental verdict on the same fixes ---------------------

@@ -107,7 +107,10 @@ def finish(runner: str, time_s: float, status: str = "verified") -> Finish:
 
 def test_a_race_is_scheduled_with_a_trimmed_title() -> None:
     [e] = races.decide(races.initial_state(), schedule(title="  Reverse 5k "), T0)
-    assert e == RaceScheduled("race1", "Reverse 5k", 800.0, T0.timestamp(), 10, "org", None, True)
+    cutoff = 3600.0 + 1.2 * 800.0  # the default: an hour plus a slow backward walk
+    assert e == RaceScheduled(
+        "race1", "Reverse 5k", 800.0, T0.timestamp(), 10, "org", None, True, None, cutoff
+    )
     assert races.evolve(races.initial_state(), e).status == RaceStatus.SCHEDULED
 
 
@@ -431,6 +434,73 @@ def test_paused_time_is_taken_off_the_finish_time() -> None:
     paused = feed(live, tracks)
     [rid] = tracks
     assert paused[rid].time_s == pytest.approx(plain[rid].time_s - 30.0)
+
+
+def test_running_on_through_a_pause_gains_nothing_over_stopping() -> None:
+    """Distance covered while the race is paused is not credited: a runner who keeps going
+    finishes no earlier than one who stands still (the pause comes off both times)."""
+    gun = GUN.timestamp()
+    track = honest_field()["honest_trained-3"]
+    paused_at, length = gun + 60.0, 30.0
+    keeps = [f for f in track.fixes() if f.t >= gun]
+    before = [f for f in keeps if f.t < paused_at]
+    stops = [
+        *before,
+        *(dataclasses.replace(before[-1], t=paused_at + k) for k in range(int(length))),
+        *(dataclasses.replace(f, t=f.t + length) for f in keeps if f.t >= paused_at),
+    ]
+
+    def race(fixes: list[Fix]) -> tuple[Finish | None, list[str]]:
+        live = RaceLive(800.0, gun)
+        live.pause(paused_at)
+        codes: list[str] = []
+        for f in fixes:
+            if live.paused_at is not None and f.t >= paused_at + length:
+                live.resume(paused_at + length, length)
+            out = live.add_fix("ann", f, f.t + 1.0)
+            codes += [flag.code for flag in out.flags]
+            if out.finish is not None:
+                return out.finish, codes
+        return None, codes
+
+    kept, kept_codes = race(keeps)
+    stopped, stopped_codes = race(stops)
+    assert kept is not None and stopped is not None
+    assert kept.time_s >= stopped.time_s - 3.0  # before the fix: 30 s ahead
+    assert "moved_while_paused" in kept_codes and "moved_while_paused" not in stopped_codes
+
+
+def test_a_runner_retires_is_dnf_and_out_of_the_running() -> None:
+    state = step(counting_down("ann", "bob"), races.Retire("ann"), at(60))
+    assert state.retired == {"ann"}
+    assert error_code(state, races.Retire("ann"), at(61)) == "already_retired"
+    assert error_code(state, races.Retire("zoe"), at(61)) == "not_registered"
+    assert races.decide(state, finish("ann", 100.0), at(100)) == []  # no finish after retiring
+    state = step(state, finish("bob", 100.0), at(100))
+    assert error_code(state, races.Retire("bob"), at(101)) == "not_racing"
+    closed = step(state, races.Close("org"), at(200))
+    assert {r["runner_id"]: r["status"] for r in closed.results} == {
+        "bob": "finished",
+        "ann": "dnf",
+    }
+    assert error_code(counting_down("ann"), races.Retire("ann"), at(-5)) == "bad_race_state"
+    live = RaceLive(800.0, GUN.timestamp())
+    live.retire("ann")
+    assert [s.status for s in live.standings(("ann", "bob"))] == ["running", "dnf"]
+
+
+def test_the_cutoff_moves_with_every_pause() -> None:
+    state = counting_down("ann")
+    gun, cutoff = GUN.timestamp(), 3600.0 + 1.2 * 800.0
+    assert races.cutoff_at(state, gun) == gun + cutoff
+    state = step(state, races.Pause("org"), at(100))
+    assert races.cutoff_at(state, gun + 130) == gun + cutoff + 30  # the clock stops
+    state = step(state, races.Resume("org"), at(160))
+    assert state.pauses == ((gun + 100, gun + 160),)
+    assert races.cutoff_at(state, gun + 1000) == pytest.approx(gun + cutoff + 60)
+    assert races.cutoff_at(scheduled("ann"), gun) is None  # no gun yet
+    with pytest.raises(InvalidCommand):
+        races.decide(races.initial_state(), schedule(cutoff_s=30.0), T0)
 
 
 def test_fixes_before_the_gun_earn_nothing() -> None:

@@ -81,6 +81,7 @@ export async function raceRoomScreen({ session, params, shareToken = null, names
     errors: h("div#race-errors"),
     gps: h("p.muted.small#race-gps"),
     extra: h("div#race-extra"),
+    retire: h("button.secondary#race-retire", { type: "button", hidden: true }, "Retire from the race"),
   };
   const standings = h("section.card#standings-card",
     h("h2", "Standings"),
@@ -89,7 +90,7 @@ export async function raceRoomScreen({ session, params, shareToken = null, names
         h("th.num", "Time"))),
       view.table));
   render(view.title, view.conn, view.phase, view.big, view.info, view.extra, view.you, standings,
-    view.gps, view.news, view.errors,
+    view.gps, view.retire, view.news, view.errors,
     h("a.button.secondary", { href: back }, shareToken ? "Back" : "All races"));
 
   const state = { race: null, role: null, gun: null, results: null, distance: null, finished: false };
@@ -136,6 +137,21 @@ export async function raceRoomScreen({ session, params, shareToken = null, names
     const live = ["countdown", "running", "paused"].includes(status);
     if (state.role === "runner" && live && !state.finished) gps.start();
     else gps.stop();
+    view.retire.hidden = !(state.role === "runner" && !state.finished
+      && ["running", "paused"].includes(status));
+  }
+
+  view.retire.addEventListener("click", () => {
+    // final: the runner is DNF and their fixes stop; the room answers with a `retired` event
+    if (window.confirm("Retire from the race? You will be DNF; this cannot be undone.")) {
+      room.send({ type: "retire", cid: "retire" });
+    }
+  });
+
+  function stopRacing() {
+    state.finished = true;
+    gps.stop();
+    view.retire.hidden = true;
   }
 
   let shown = "";
@@ -330,15 +346,19 @@ export async function raceRoomScreen({ session, params, shareToken = null, names
     switch (f.event) {
       case "registered": news(`${who} registered`); break;
       case "withdrew": news(`${who} withdrew`); break;
+      case "retired":
+        news(`${who} retired`);
+        if (f.runner_id === me) stopRacing();
+        break;
       case "paused": setPhase("paused"); news("The race is paused"); break;
       case "resumed": setPhase("running"); news("The race resumed"); break;
       case "runner_finished":
         news(`${who} finished in ${clock(f.time_s)} (${f.status})`);
-        if (f.runner_id === me) { state.finished = true; gps.stop(); }
+        if (f.runner_id === me) stopRacing();
         break;
       case "disqualified":
         news(`${who} disqualified: ${f.reason}`);
-        if (f.runner_id === me) { state.finished = true; gps.stop(); }
+        if (f.runner_id === me) stopRacing();
         break;
       case "aborted":
         state.race.status = "aborted";
