@@ -210,6 +210,10 @@ def test_a_registered_runner_sees_the_countdown_and_live_standings_of_a_race(
     sent, stored = re.findall(r"\d+", page.inner_text("#race-gps"))[:2]
     assert sent == stored and int(sent) >= 8
     page.screenshot(path=str(SHOTS / "race-live.png"))
+    page.once("dialog", lambda dialog: dialog.accept())  # "Retire from the race?"
+    page.locator("#race-retire").click()
+    expect(page.locator("#race-news")).to_contain_text("You retired")
+    expect(page.locator("#race-retire")).to_be_hidden()
 
     result = driver.finish(timeout=30)
     assert all(n > 0 for n in result["acked"])
