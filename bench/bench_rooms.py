@@ -4,10 +4,13 @@ Three servers, each a separate process on a loopback port, driven by the same lo
 
   retrorun   `retrorun serve` (uvicorn, the real room: pace check, durable fixes, acks), SQLite in
              a temp dir, RETRORUN_ROOM_TICK_HZ=4 (and 1), rate limits off, a throwaway secret key
-  naive      a tiny FastAPI app in this file: for every incoming gps, recompute the standings and
-             `await ws.send_text` to each client in turn
+  naive      a tiny FastAPI app in this file: a ticker at the same Hz computes the standings once
+             and does `await ws.send_text` to each client in turn (no queues)
   broadcast  a plain `websockets` server: gps frames update the race, a ticker at the same Hz
              computes the standings and sends them with `websockets.broadcast()`
+
+Both peers tick at fixed deadlines, as the room does (`every`): a ticker that sleeps a period
+after its work drifts below the rate and would be charged for it in latency.
 
 The peers do the same per-fix and per-standings work as the room (`server.rooms.protocol.decode`
 strict frame validation, `game.races.RaceLive.add_fix` with the live pace check,
@@ -26,12 +29,15 @@ the first standings frame whose `you.echo` is >= that seq reflects it; latency =
 that frame - the fix's scheduled send time. Fixes scheduled inside the measurement window and never
 reflected before the end count as lost (they rank above every latency, so a percentile that lands
 on them prints as '>'). Generator health: CPU of each worker process, event-loop lag (a 20 ms
-heartbeat) and send lag; a run where a worker used >= 90% of a core or its loop lag p99 exceeded
-50 ms is marked invalid (the generator, not the server, would be the bottleneck).
+heartbeat) and send lag; a run where a worker used >= 90% of a core, the workers together >= 90%
+of the generator's cores, or the loop lag or send lag p99 exceeded 50 ms is marked invalid (the
+generator, not the server, would be the bottleneck). On two cores or more the server (and each
+peer) is pinned to the first core and the generator to the others (`--no-pin`: not).
 
 Server CPU and RSS come from /proc/<pid>: CPU = (utime + stime) over the measurement window, in %
-of one core; memory per connection = (RSS at the end of the window - RSS before the first socket)
-/ sockets (includes the room's per-runner state).
+of one core; memory per connection = (the larger of the RSS at the end of the window and its 1 s
+peak - RSS before the first socket) / sockets (includes the room's per-runner state). Frame size:
+the mean standings frame a runner and a spectator received in the window.
 
     .venv/bin/python bench/bench_rooms.py           # quick: N=200, 20 s per config (< 4 min)
     .venv/bin/python bench/bench_rooms.py --full    # N=1000 and the ramp (bounded, < 10 min)
@@ -78,6 +84,7 @@ COUNTDOWN_S = 3.0
 #: Generator health limits: beyond these the run measures the generator, not the server.
 GEN_CPU_LIMIT = 0.90
 GEN_LOOP_LAG_P99_MS = 50.0
+GEN_SEND_LAG_P99_MS = 50.0
 HEARTBEAT_S = 0.02
 #: Ramp: stop once p99 passes this.
 KNEE_P99_MS = 500.0
@@ -304,6 +311,8 @@ async def _worker_main(conn: Any, spec: dict[str, Any]) -> None:
         "bytes_in": 0,
         "standings_runner_window": 0,
         "standings_spectator_window": 0,
+        "standings_runner_bytes": 0,
+        "standings_spectator_bytes": 0,
         "sent": 0,
         "sent_window": 0,
         "stopped_early": 0,
@@ -327,10 +336,12 @@ async def _worker_main(conn: Any, spec: dict[str, Any]) -> None:
                 stats["frames_spectator"] += 1
                 if in_window:
                     stats["standings_spectator_window"] += 1
+                    stats["standings_spectator_bytes"] += len(raw)
                 return
             stats["frames_runner"] += 1
             if in_window:
                 stats["standings_runner_window"] += 1
+                stats["standings_runner_bytes"] += len(raw)
             you = orjson.loads(raw).get("you")
             echo = you.get("echo") if you else None
             if echo is None:
@@ -508,6 +519,8 @@ async def _worker_main(conn: Any, spec: dict[str, Any]) -> None:
 
 def worker_entry(conn: Any, spec: dict[str, Any]) -> None:
     try:
+        if spec.get("cpus"):  # the generator's core(s), away from the server's
+            os.sched_setaffinity(0, spec["cpus"])
         import uvloop
 
         uvloop.run(_worker_main(conn, spec))
@@ -584,15 +597,29 @@ class PeerRace:
         return text, personal
 
 
-def naive_app(runners: int) -> Any:
-    """For each incoming gps: recompute the standings and await send_text to each client."""
+async def every(period: float, work: Any) -> None:
+    """Call `work()` at a fixed rate (deadlines `k * period` from the first, as the room's
+    ticker keeps them), skipping the ticks a slow `work` overran instead of drifting."""
+    nxt = time.monotonic() + period
+    while True:
+        await asyncio.sleep(max(0.0, nxt - time.monotonic()))
+        await work()
+        nxt += period
+        now = time.monotonic()
+        if nxt < now:
+            nxt += math.ceil((now - nxt) / period) * period
+
+
+def naive_app(runners: int, tick_hz: float) -> Any:
+    """A FastAPI room as a first version would be written: a ticker at `tick_hz` computes the
+    standings once and awaits `send_text` to each client in turn (no queues: one slow socket
+    holds up everyone after it)."""
     from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
     from server.rooms.protocol import ControlStart, GpsFrame, decode
 
     # FastAPI resolves the (postponed) annotations below from the module's globals
     globals()["WebSocket"] = WebSocket
-    app = FastAPI()
     race = PeerRace(runners)
     clients: dict[WebSocket, str] = {}
 
@@ -603,6 +630,18 @@ def naive_app(runners: int) -> Any:
                 await ws.send_text(text + (',"you":' + you + "}" if you else "}"))
             except Exception:
                 clients.pop(ws, None)
+
+    async def tick() -> None:
+        if race.dirty and race.live is not None:
+            await send_all(*race.standings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> Any:
+        ticker = asyncio.create_task(every(1.0 / tick_hz, tick))
+        yield
+        ticker.cancel()
+
+    app = FastAPI(lifespan=lifespan)
 
     @app.websocket("/ws/rooms/{room_id}")
     async def room(ws: WebSocket, room_id: str) -> None:
@@ -615,8 +654,6 @@ def naive_app(runners: int) -> Any:
                 frame = decode(await ws.receive_text())
                 if isinstance(frame, GpsFrame) and race.live is not None:
                     race.gps(rid, frame)
-                    text, personal = race.standings()
-                    await send_all(text, personal)
                 elif isinstance(frame, ControlStart):
                     countdown = race.start()
                     await send_all(countdown[:-1], None)
@@ -655,18 +692,16 @@ async def broadcast_server(port: int, runners: int, tick_hz: float) -> None:
         finally:
             runner_conns.pop(rid, None) if role == "runner" else others.discard(ws)
 
-    async def ticker() -> None:
-        while True:
-            await asyncio.sleep(1.0 / tick_hz)
-            if race.dirty and race.live is not None:
-                text, personal = race.standings()
-                broadcast(others, text + "}")  # spectators: one frame for all
-                for rid, ws in list(runner_conns.items()):  # runners: their own row
-                    you = personal.get(rid)
-                    broadcast([ws], text + (',"you":' + you + "}" if you else "}"))
+    async def tick() -> None:
+        if race.dirty and race.live is not None:
+            text, personal = race.standings()
+            broadcast(others, text + "}")  # spectators: one frame for all
+            for rid, ws in list(runner_conns.items()):  # runners: their own row
+                you = personal.get(rid)
+                broadcast([ws], text + (',"you":' + you + "}" if you else "}"))
 
     async with serve(handler, "127.0.0.1", port, compression=None, max_size=64 * 1024):
-        await ticker()
+        await every(1.0 / tick_hz, tick)
 
 
 def peer_main(args: argparse.Namespace) -> None:
@@ -676,7 +711,7 @@ def peer_main(args: argparse.Namespace) -> None:
         import uvicorn
 
         uvicorn.run(
-            naive_app(args.runners),
+            naive_app(args.runners, args.tick_hz),
             host="127.0.0.1",
             port=args.port,
             log_level="warning",
@@ -707,8 +742,7 @@ class Config:
 
     @property
     def label(self) -> str:
-        hz = "per gps" if self.name == "naive" else f"{self.tick_hz:g} Hz"
-        return f"{self.name} ({hz})"
+        return f"{self.name} ({self.tick_hz:g} Hz)"
 
 
 SECRET = "bench-rooms-" + secrets.token_hex(24)
@@ -825,6 +859,22 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
 #: The retrorun server command (--server-cmd: A/B a patched server; it gets --host and --port).
 SERVER_CMD = [str(VENV_BIN / "retrorun"), "serve"]
 PROFILE: dict[str, Any] = {}  # --py-spy BIN --profile-dir DIR: sample the server in the window
+#: CPU affinity (--no-pin: none): the server on core 0, the load generator on the others.
+PIN: dict[str, set[int]] = {}
+
+
+def pin_cores(enabled: bool) -> None:
+    """Give the server (and the peers) core 0 and the generator the rest, when the machine has
+    two cores or more and the platform can pin; this process goes with the generator."""
+    PIN.clear()
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if enabled and len(cores) >= 2:
+        PIN.update(server={cores[0]}, generator=set(cores[1:]))
+        os.sched_setaffinity(0, PIN["generator"])
+
+
+def _pin_server() -> None:  # Popen(preexec_fn=...): runs in the child before exec
+    os.sched_setaffinity(0, PIN["server"])
 
 
 def run_config(cfg: Config, workers: int, seed: int, tmp: Path) -> dict[str, Any]:
@@ -845,7 +895,14 @@ def run_config(cfg: Config, workers: int, seed: int, tmp: Path) -> dict[str, Any
         env = dict(os.environ)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--peer", cfg.name]
         cmd += ["--port", str(port), "--runners", str(cfg.runners), "--tick-hz", str(cfg.tick_hz)]
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        preexec_fn=_pin_server if PIN else None,  # this process starts no threads
+    )
     procs: list[Any] = []
     result: dict[str, Any] = {"config": cfg.label, "name": cfg.name, "runners": cfg.runners}
     result["tick_hz"] = cfg.tick_hz
@@ -871,6 +928,7 @@ def run_config(cfg: Config, workers: int, seed: int, tmp: Path) -> dict[str, Any
         for w in range(workers):
             parent, child = ctx.Pipe()
             spec = {"url": url, "clients": parts[w], "seed": seed, "seconds_needed": seconds_needed}
+            spec["cpus"] = PIN.get("generator")
             p = ctx.Process(target=worker_entry, args=(child, spec), daemon=True)
             p.start()
             procs.append(p)
@@ -993,6 +1051,10 @@ def run_config(cfg: Config, workers: int, seed: int, tmp: Path) -> dict[str, Any
                 "spectator_hz": sum(s["standings_spectator_window"] for s in stats)
                 / max(1, spect_live)
                 / cfg.seconds,
+                "runner_frame_b": sum(s["standings_runner_bytes"] for s in stats)
+                / max(1, sum(s["standings_runner_window"] for s in stats)),
+                "spectator_frame_b": sum(s["standings_spectator_bytes"] for s in stats)
+                / max(1, sum(s["standings_spectator_window"] for s in stats)),
                 "sent_per_s": sum(s["sent_window"] for s in stats) / cfg.seconds,
                 "acks": sum(s["acks"] for s in stats),
                 "errors": merged("errors"),
@@ -1003,9 +1065,12 @@ def run_config(cfg: Config, workers: int, seed: int, tmp: Path) -> dict[str, Any
                 "workers": workers,
             }
         )
+        gen_cores = len(PIN.get("generator") or ()) or os.cpu_count() or 1
         result["gen_ok"] = (
             result["gen_cpu_max"] < 100.0 * GEN_CPU_LIMIT
+            and result["gen_cpu_total"] < 100.0 * GEN_CPU_LIMIT * gen_cores
             and result["loop_lag_p99"] <= GEN_LOOP_LAG_P99_MS
+            and result["send_lag_p99"] <= GEN_SEND_LAG_P99_MS
         )
         return result
     except Exception as exc:
@@ -1082,25 +1147,53 @@ def yes(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
+def git_head() -> str:
+    """The short commit measured, and whether tracked files differed from it."""
+
+    def git(*args: str) -> str:
+        cmd = ["git", "-C", str(ROOT), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "--short", "HEAD") + (" with uncommitted changes" if dirty else "")
+    return "unknown commit"
+
+
+def cores_text(cores: set[int] | None) -> str:
+    return ",".join(str(c) for c in sorted(cores or ()))
+
+
 def render(res: list[dict[str, Any]], ramp: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [HEADING, ""]
+    pinned = (
+        f"the server pinned to core {cores_text(PIN['server'])} and the generator to core "
+        f"{cores_text(PIN['generator'])}"
+        if PIN
+        else "nothing pinned (--no-pin)"
+    )
     lines.append(
-        f"`{meta['command']}` — one room, N runners sending honest 1 Hz phone fixes "
-        "(`game.generate`, open loop, each on its own phase) plus N spectators; "
-        f"{meta['seconds']:g} s measured per config after a {meta['warmup']:g} s warm-up; "
-        f"load generator in {meta['workers']} processes. Latency = from a gps frame's scheduled "
-        "send time to the first standings frame whose `you.echo` reflects it; fixes never "
-        "reflected count as lost and rank above every latency (`> end`). Server CPU and RSS from "
-        "/proc/<pid> of the server process; KiB/conn = (RSS at the end - RSS before the first "
-        "socket) / sockets."
+        f"`{meta['command']}` at {meta['commit']}, {meta['date']} — one room, N runners sending "
+        "honest 1 Hz phone fixes (`game.generate`, open loop, each on its own phase) plus N "
+        f"spectators; {meta['seconds']:g} s measured per config after a {meta['warmup']:g} s "
+        f"warm-up; load generator in {meta['workers']} processes, {pinned}. Latency = from a gps "
+        "frame's scheduled send time to the first standings frame whose `you.echo` reflects it; "
+        "fixes never reflected count as lost and rank above every latency (`> end`). Server CPU "
+        "and RSS from /proc/<pid> of the server process; KiB/conn = (the larger of the RSS at "
+        "the end and its 1 s peak - RSS before the first socket) / sockets. Frame bytes: the mean "
+        "standings frame a runner (leaders and their own row) and a spectator (leaders) received. "
+        "A run is valid when no generator process used 90% of a core, all of them together less "
+        "than 90% of the generator's cores, and the generator's loop lag and send lag p99 stayed "
+        f"within {GEN_LOOP_LAG_P99_MS:g} ms."
     )
     lines.append("")
     lines.append(
-        "| server | N | sockets | p50 ms | p90 ms | p99 ms | max ms | lost | standings/s per "
-        "runner | server CPU % (peak 1 s) | of it kernel % | RSS MiB base → end | KiB/conn | generator CPU % "
-        "(max worker) | gen loop lag p99 ms | machine busy % | valid |"
+        "| server | N | sockets | p50 ms | p90 ms | p99 ms | max ms | lost | standings/s "
+        "runner / spectator | frame B runner / spectator | server CPU % (peak 1 s) | of it "
+        "kernel % | RSS MiB base → end | KiB/conn | generator CPU % (max worker) | gen loop / "
+        "send lag p99 ms | machine busy % | valid |"
     )
-    lines.append("|" + "---|" * 17)
+    lines.append("|" + "---|" * 18)
     for r in res + [x for x in ramp if x not in res]:
         if "error" in r:
             lines.append(f"| {r['config']} | {r['runners']:,} | failed: {r['error'][:120]} |")
@@ -1108,11 +1201,13 @@ def render(res: list[dict[str, Any]], ramp: list[dict[str, Any]], meta: dict[str
         lines.append(
             f"| {r['config']} | {r['runners']:,} | {r['sockets']:,} | {fmt_ms(r['p50'])} | "
             f"{fmt_ms(r['p90'])} | {fmt_ms(r['p99'])} | {fmt_ms(r['max'])} | "
-            f"{r['lost']:,} / {r['fixes']:,} | {r['runner_hz']:.2f} | "
+            f"{r['lost']:,} / {r['fixes']:,} | {r['runner_hz']:.2f} / {r['spectator_hz']:.2f} | "
+            f"{r['runner_frame_b']:,.0f} / {r['spectator_frame_b']:,.0f} | "
             f"{r['server_cpu']:.0f} ({r['server_cpu_peak']:.0f}) | {r.get('server_sys', 0):.0f} | "
             f"{r['rss_base_mib']:.0f} → {r['rss_end_mib']:.0f} | {r['kib_per_conn']:.1f} | "
-            f"{r['gen_cpu_total']:.0f} ({r['gen_cpu_max']:.0f}) | {r['loop_lag_p99']:.1f} | "
-            f"{r['machine_busy']:.0f} | {'yes' if r['gen_ok'] else 'no (generator)'} |"
+            f"{r['gen_cpu_total']:.0f} ({r['gen_cpu_max']:.0f}) | {r['loop_lag_p99']:.1f} / "
+            f"{r['send_lag_p99']:.1f} | {r['machine_busy']:.0f} | "
+            f"{'yes' if r['gen_ok'] else 'no (generator)'} |"
         )
     lines.append("")
     target = next(
@@ -1159,8 +1254,8 @@ def render(res: list[dict[str, Any]], ramp: list[dict[str, Any]], meta: dict[str
         )
         lines.append("")
     lines.append(
-        f"Machine: {os.cpu_count()} cores ({cpu_model()}), shared by the server and the "
-        f"generator; {platform.system()} {platform.release()}; {versions()}. Load average "
+        f"Machine: {os.cpu_count()} cores ({cpu_model()}), {pinned}; "
+        f"{platform.system()} {platform.release()}; {versions()}. Load average "
         f"(1/5/15 min) at the start {meta['load_start']}, at the end {meta['load_end']}. "
         f"Wall clock {meta['wall_s'] / 60:.1f} min."
     )
@@ -1168,13 +1263,20 @@ def render(res: list[dict[str, Any]], ramp: list[dict[str, Any]], meta: dict[str
     return "\n".join(lines)
 
 
+FINDINGS = "### Findings"
+
+
 def write_section(section: str, heading: str = HEADING) -> None:
     """Replace only the section under `heading` of docs/benchmarks.md (other tools own the
-    other sections)."""
+    other sections). Its `### Findings` subsection, written by hand, is kept: each finding
+    names the run it reads."""
     text_now = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
     block = section.rstrip("\n") + "\n\n"
-    if pattern.search(text_now):
+    old = pattern.search(text_now)
+    if old is not None and f"\n{FINDINGS}" in old.group(0):
+        block += FINDINGS + old.group(0).split(f"\n{FINDINGS}", 1)[1].rstrip("\n") + "\n\n"
+    if old is not None:
         new = pattern.sub(lambda _m: block, text_now, count=1)
     else:
         new = text_now.rstrip("\n") + "\n\n" + block
@@ -1202,6 +1304,15 @@ def main() -> None:
         default=None,
         help="spectators held at this count while the ramp adds runners (default: N spectators)",
     )
+    parser.add_argument(
+        "--ramp-seconds",
+        type=float,
+        default=None,
+        help="measured seconds per ramp step (--seconds)",
+    )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin the server and the generator to cores"
+    )
     parser.add_argument("--budget", type=float, default=None, help="wall-clock budget, s")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None, help="also dump raw results here")
@@ -1223,6 +1334,8 @@ def main() -> None:
         SERVER_CMD[:] = args.server_cmd.split()
     if args.py_spy:
         PROFILE.update(bin=args.py_spy, dir=str(args.profile_dir.resolve()))
+    pin_cores(not args.no_pin)
+    commit = git_head()  # before the run: the code measured, not what changed during it
     t_start = time.monotonic()
     n = args.runners or (1000 if args.full else 200)
     budget = args.budget or (600.0 if args.full else 240.0)
@@ -1269,7 +1382,7 @@ def main() -> None:
                 steps = [750, 500, 350, 250]
             last_ok = base["runners"] if base and up and "p99" in base else None
             first_bad = None if up or base is None else base["runners"]
-            ramp_s, ramp_warm = args.seconds / 2, 3.0
+            ramp_s, ramp_warm = args.ramp_seconds or args.seconds, 3.0
             meta["ramp_seconds"] = ramp_s
             meta["ramp_watchers"] = (
                 f"{args.ramp_spectators:,}" if args.ramp_spectators is not None else None
@@ -1329,6 +1442,8 @@ def main() -> None:
     meta.update(
         {
             "command": cmd,
+            "commit": commit,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "seconds": args.seconds,
             "warmup": args.warmup,
             "workers": args.workers,
