@@ -220,6 +220,18 @@ class RetroRunClient:
         """`{status, results: [ResultRow ...]}`; final once the race is closed."""
         return cast(JSON, await self._request("GET", f"{API}/races/{_seg(race_id)}/results"))
 
+    async def cancel_race(self, race_id: str, reason: str) -> JSON:
+        """Call a race off (its organisers, moderators): the race, now `aborted`."""
+        path = f"{API}/races/{_seg(race_id)}/cancel"
+        return cast(JSON, await self._request("POST", path, json_body={"reason": reason}))
+
+    async def disqualify_runner(self, race_id: str, runner_id: str, reason: str) -> JSON:
+        """Disqualify a runner, also after the results (its organisers, moderators): the
+        results, re-ranked."""
+        path = f"{API}/races/{_seg(race_id)}/disqualify"
+        body = {"runner_id": runner_id, "reason": reason}
+        return cast(JSON, await self._request("POST", path, json_body=body))
+
     # drills
 
     async def drill_templates(self) -> list[JSON]:

@@ -241,3 +241,70 @@ async def results(race_id: RaceId, store: EventStoreDep) -> Results:
         status=race_decider.status_at(state, datetime.now(UTC).timestamp()).value,
         results=[ResultRow(**r) for r in rows],
     )
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=500, examples=["the park is closed"])
+
+
+class DisqualifyBody(Reason):
+    runner_id: str = Field(min_length=1, max_length=64)
+
+
+async def _require_controller(
+    store: EventStoreDep, runner: CurrentRunner, race: race_decider.RaceState
+) -> None:
+    """Who runs a race: moderators and admins, its organiser, and a club race's owner and
+    admins (as in its room)."""
+    if runner.role in ("moderator", "admin") or runner.id == race.organiser_id:
+        return
+    if race.club_id is not None and (await club_state(store, race.club_id)).is_admin(runner.id):
+        return
+    raise ApiError(403, "forbidden", "only moderators and the race's organisers run a race")
+
+
+@router.post("/{race_id}/cancel", response_model=RacePublic)
+async def cancel(
+    race_id: RaceId,
+    body: Reason,
+    runner: CurrentRunner,
+    store: EventStoreDep,
+    projections: ProjectionsDep,
+) -> RacePublic:
+    """Call a race off (before or during it) with a reason: it is `aborted`, and its room, if
+    open, tells everyone and closes. Its organisers and moderators."""
+    await _require_controller(store, runner, await _state(store, race_id))
+    outcome = await execute(
+        store,
+        f"race-{race_id}",
+        race_decider,
+        race_decider.Abort(runner.id, body.reason),
+        meta={"actor": runner.id},
+    )
+    await projections.run_once()
+    return _public(outcome.state, datetime.now(UTC).timestamp())
+
+
+@router.post("/{race_id}/disqualify", response_model=Results)
+async def disqualify(
+    race_id: RaceId,
+    body: DisqualifyBody,
+    runner: CurrentRunner,
+    store: EventStoreDep,
+    projections: ProjectionsDep,
+) -> Results:
+    """Disqualify a runner with a reason, also after the results are out (they are re-ranked,
+    and the race no longer counts for the runner's boards, XP and badges). Its organisers and
+    moderators; during the race the room's `control disqualify` does the same."""
+    await _require_controller(store, runner, await _state(store, race_id))
+    await execute(
+        store,
+        f"race-{race_id}",
+        race_decider,
+        race_decider.Disqualify(runner.id, body.runner_id, body.reason),
+        meta={"actor": runner.id},
+    )
+    await projections.run_once()
+    return await results(race_id, store)

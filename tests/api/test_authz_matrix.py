@@ -215,6 +215,21 @@ MATRIX: list[tuple[str, str, str, dict[str, Any] | None, frozenset[str]]] = [
         None,
         frozenset({"club_admin"}),
     ),
+    # last: the race's organisers and moderators run it (cancel ends it for the rows after)
+    (
+        "disqualify from a club race",
+        "POST",
+        "/api/v1/races/{club_race}/disqualify",
+        {"runner_id": "{runner_b}", "reason": "not a member"},
+        frozenset({"club_admin"}) | STAFF,
+    ),
+    (
+        "call a club race off",
+        "POST",
+        "/api/v1/races/{club_race}/cancel",
+        {"reason": "rained off"},
+        frozenset({"club_admin"}) | STAFF,
+    ),
 ]
 
 

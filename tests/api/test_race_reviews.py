@@ -180,3 +180,61 @@ def test_a_race_finish_in_review_is_queued_approved_credited_then_rejected(
 def _weekly(t: float) -> str:
     year, week, _ = datetime.fromtimestamp(t, UTC).isocalendar()
     return f"weekly:{year}-W{week:02d}"
+
+
+def _race(client: TestClient, mod: Headers, title: str) -> dict[str, Any]:
+    """An 800 m race an hour from now, scheduled by `mod`."""
+    when = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    body = {"title": title, "distance_m": 800, "scheduled_at": when}
+    race: dict[str, Any] = client.post("/api/v1/races", json=body, headers=mod).json()
+    return race
+
+
+def test_a_late_disqualification_over_rest_reranks_and_takes_the_credit_back(
+    client: TestClient, settings: Settings, sign_up: Callable[..., Headers]
+) -> None:
+    create_user(settings, "mod2", "moderator")
+    mod = _login(client, "mod2")
+    ann, bob = sign_up("ann2"), sign_up("bob2")
+    ids = {
+        h: client.get("/api/v1/me", headers=hd).json()["id"] for h, hd in [("a", ann), ("b", bob)]
+    }
+    race = _race(client, mod, "Late call")
+    for who in (ann, bob):
+        assert client.post(f"/api/v1/races/{race['id']}/register", headers=who).status_code == 200
+    in_thread(asyncio.run, _run_race(settings, race["id"], ids["a"], ids["b"]))
+    _until(lambda: _xp(client, ids["b"]) > 0, "bob's verified finish credited")
+    url = f"/api/v1/races/{race['id']}/disqualify"
+    call = {"runner_id": ids["b"], "reason": "the finish line video shows a bike"}
+    assert_problem(client.post(url, json=call, headers=ann), 403, "forbidden")
+    assert_problem(client.post(url, json={**call, "runner_id": "nobody"}, headers=mod), 422)
+    done = client.post(url, json=call, headers=mod)
+    assert done.status_code == 200, done.text
+    assert [(r["place"], r["runner_id"], r["status"]) for r in done.json()["results"]] == [
+        (1, ids["a"], "review"),
+        (None, ids["b"], "dq"),
+    ]
+    assert _xp(client, ids["b"]) == 0.0  # the race no longer counts for him
+    assert_problem(client.post(url, json=call, headers=mod), 409, "already_disqualified")
+    cancel = client.post(f"/api/v1/races/{race['id']}/cancel", json={"reason": "x"}, headers=mod)
+    assert_problem(cancel, 409, "race_over")
+
+
+def test_an_organiser_calls_a_race_off_with_a_reason(
+    client: TestClient, settings: Settings, sign_up: Callable[..., Headers]
+) -> None:
+    create_user(settings, "mod3", "moderator")
+    mod = _login(client, "mod3")
+    runner = sign_up("cal")
+    race = _race(client, mod, "Rained off")
+    url = f"/api/v1/races/{race['id']}/cancel"
+    assert_problem(client.post(url, json={"reason": "storm"}, headers=runner), 403, "forbidden")
+    assert_problem(client.post(url, json={}, headers=mod), 422, "invalid")
+    done = client.post(url, json={"reason": "a storm is forecast"}, headers=mod)
+    assert done.status_code == 200 and done.json()["status"] == "aborted", done.text
+    assert race["id"] not in [r["id"] for r in client.get("/api/v1/races").json()]
+    assert_problem(
+        client.post(f"/api/v1/races/{race['id']}/register", headers=runner),
+        409,
+        "registration_closed",
+    )

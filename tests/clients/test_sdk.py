@@ -152,6 +152,17 @@ async def test_races_create_register_read_and_results(live_server: LiveServer) -
         with pytest.raises(ApiError) as missing:
             await runner.race("no-such-race")
         assert missing.value.status == 404
+        # a course and a cutoff; a DQ in the lobby; then the race is called off
+        line = [(52.0, 13.0), (52.0 + 500 / 111_195.0, 13.0)]
+        when = datetime.now(UTC) + timedelta(hours=1)
+        course = await mod.create_race("SDK course", 400, when, course=line, cutoff_s=900)
+        assert course["course"]["length_m"] > 400 and course["cutoff_s"] == 900.0
+        dq = await mod.disqualify_runner(race["id"], me["id"], "a second account")
+        assert [r["status"] for r in dq["results"]] == ["dq"]
+        with pytest.raises(ApiError) as refused:
+            await runner.cancel_race(race["id"], "mine now")
+        assert refused.value.status == 403
+        assert (await mod.cancel_race(race["id"], "rained off"))["status"] == "aborted"
 
 
 #: A second loopback address: sign-ups and sign-ins from it spend their own rate-limit budget
