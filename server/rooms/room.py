@@ -491,6 +491,9 @@ class Room:
         if runner_id in st.disqualified:
             await self._refuse(msg, "disqualified", "you are disqualified", frame.cid)
             return
+        if runner_id in st.retired:
+            await self._refuse(msg, "retired", "you retired from the race", frame.cid)
+            return
         feed = self.feeds.get(runner_id)
         if feed is None:
             feed = self.feeds[runner_id] = _Feed()

@@ -83,6 +83,10 @@ async def test_a_course_race_credits_the_line_and_closes_once_everyone_is_done(
     await _send(quits, {"type": "retire", "cid": "r2"})  # once only
     again = await until(quits, lambda f: f["type"] == "error")
     assert (again["code"], again["ref"]) == ("already_retired", "r2")
+    late = {"type": "gps", "seq": 999, "t": time.time(), "lat": LAT0, "lon": LON0, "cid": "g1"}
+    await _send(quits, late)  # no more fixes once retired
+    refused = await until(quits, lambda f: f["type"] == "error")
+    assert (refused["code"], refused["ref"]) == ("retired", "g1")
     reason = {"runner_id": cutter, "reason": "cut the corner", "cid": "d1"}
     await _send(mod, {"type": "control", "action": "disqualify", **reason})
     closed = await until(mod, lambda f: f.get("event") == "closed")  # all done: it closes

@@ -328,7 +328,7 @@ export async function raceRoomScreen({ session, params, shareToken = null, names
         gps.ack(f.seq);
         break;
       case "error":
-        if (f.code === "disqualified") { state.finished = true; gps.stop(); }
+        if (f.code === "disqualified" || f.code === "retired") stopRacing();
         if (f.code === "race_not_live") break; // a fix sent just before the countdown: harmless
         view.errors.replaceChildren(errorBox({ detail: `${f.message} (${f.code})` }));
         break;
