@@ -373,7 +373,7 @@ def render(res: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def write_section(sub: str, n: int) -> None:
     """Replace only our section of docs/benchmarks.md (others own the other sections), and in
-    it only the subsection of this N (the other N's stays)."""
+    it only the subsection of this N (the other N's stays, and so does `### Findings`)."""
     text_now = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"^{re.escape(HEADING)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
     found = pattern.search(text_now)
@@ -382,7 +382,12 @@ def write_section(sub: str, n: int) -> None:
         for m in re.finditer(r"^### N=(\d+)[ \t]*\n.*?(?=^### |\Z)", found.group(0), re.S | re.M):
             subs[int(m.group(1))] = m.group(0).rstrip("\n")
     subs[n] = sub.rstrip("\n")
-    section = "\n\n".join([HEADING, INTRO, *(subs[k] for k in sorted(subs))])
+    kept = []  # the hand-written findings stay, last (each names the runs it reads)
+    if found:
+        notes = re.search(r"^### Findings[ \t]*\n.*?(?=^### |\Z)", found.group(0), re.S | re.M)
+        if notes:
+            kept.append(notes.group(0).rstrip("\n"))
+    section = "\n\n".join([HEADING, INTRO, *(subs[k] for k in sorted(subs)), *kept])
     block = section.rstrip("\n") + "\n\n"
     if found:
         new = pattern.sub(lambda _m: block, text_now, count=1)
