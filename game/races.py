@@ -78,6 +78,7 @@ class ScheduleRace:
     open: bool = True
     course: Course | None = None  # None: a free route
     cutoff_s: float | None = None  # None: `default_cutoff_s(distance_m)`
+    auto_start: bool = False  # the countdown starts by itself: the gun at `scheduled_at`
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +198,8 @@ class RaceScheduled:
     course: dict[str, Any] | None = None
     #: Seconds from the gun, pauses excluded, after which the race closes (older logs: none).
     cutoff_s: float | None = None
+    #: The countdown starts by itself, for a gun at `scheduled_at` (older logs: no).
+    auto_start: bool = False
 
 
 @event("RunnerRegistered")
@@ -395,6 +398,7 @@ class RaceState:
     open: bool = True
     course: dict[str, Any] | None = None  # `Course.to_dict()`, None: a free route
     cutoff_s: float | None = None
+    auto_start: bool = False
     registered: tuple[str, ...] = ()  # in registration order
     #: The same runners as `registered`, for O(1) membership (kept in step by `evolve`).
     registered_set: frozenset[str] = frozenset()
@@ -607,6 +611,22 @@ def cutoff_at(state: RaceState, t: float) -> float | None:
     return state.start_at + state.cutoff_s + paused
 
 
+#: An auto-start race's countdown starts this long before its time, at the latest; a race found
+#: more than `AUTO_START_LATE_S` past its time (the servers were down) waits for its organiser.
+AUTO_START_LEAD_S, AUTO_START_LATE_S = 120.0, 900.0
+
+
+def auto_start_due(state: RaceState, t: float) -> StartCountdown | None:
+    """The countdown an auto-start race needs at `t`, for a gun at its scheduled time (or in
+    3 s when that is sooner); None when it is not one, not yet, too late, or already going."""
+    if not state.auto_start or state.status != RaceStatus.SCHEDULED:
+        return None
+    ahead = state.scheduled_at - t
+    if ahead > AUTO_START_LEAD_S or ahead < -AUTO_START_LATE_S:
+        return None
+    return StartCountdown("scheduler", min(MAX_COUNTDOWN_S, max(MIN_COUNTDOWN_S, ahead)))
+
+
 def course_of(state: RaceState) -> Course | None:
     return Course.from_dict(state.course) if state.course is not None else None
 
@@ -644,6 +664,7 @@ def _schedule(state: RaceState, cmd: ScheduleRace) -> RaceScheduled:
         cmd.open,
         cmd.course.to_dict() if cmd.course is not None else None,
         cutoff,
+        cmd.auto_start,
     )
 
 
@@ -705,6 +726,7 @@ def evolve(state: RaceState, evt: RaceEvent) -> RaceState:
                 open=evt.open,
                 course=evt.course,
                 cutoff_s=evt.cutoff_s,
+                auto_start=evt.auto_start,
             )
         case RunnerRegistered():
             return replace(

@@ -1,4 +1,5 @@
-"""The weekly challenge scheduler: opens this and next week's challenge, closes ended ones.
+"""The scheduler: opens this and next week's challenge, closes ended ones, and starts the
+countdown of the races that start by themselves (`auto_start`).
 
 Every process may run it: each step is a command on a challenge stream at an expected version,
 so when two processes race, one append wins and the other gets a conflict it ignores. Restarts
@@ -16,13 +17,15 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from game import challenges as ch
+from game import races
 from game.errors import Conflict
 from server.boards.base import Leaderboards
-from server.commands import execute
+from server.commands import execute, load_state
 from server.config import Settings
 from server.store.event_store import EventStore
 from server.store.progress import CHALLENGES, challenge_board
 from server.store.projections import ProjectionRunner
+from server.store.race_projection import RACES
 
 log = logging.getLogger(__name__)
 STANDINGS_SIZE = 100
@@ -80,6 +83,33 @@ async def close_ended(store: EventStore, boards: Leaderboards, now: datetime) ->
     return closed
 
 
+async def start_due_races(store: EventStore, now: datetime) -> list[str]:
+    """Start the countdown of every auto-start race whose time is near (the gun at its
+    scheduled time); returns their ids. Another process doing it first is a conflict, ignored."""
+    t = now.timestamp()
+    stmt = select(RACES.c.id).where(
+        RACES.c.status == "scheduled",
+        RACES.c.scheduled_at <= t + races.AUTO_START_LEAD_S,
+        RACES.c.scheduled_at >= t - races.AUTO_START_LATE_S,
+    )
+    async with store.engine.connect() as conn:
+        ids = list((await conn.execute(stmt)).scalars().all())
+    started = []
+    for race_id in ids:
+        state, _ = await load_state(store, f"race-{race_id}", races)
+        cmd = races.auto_start_due(state, t)
+        if cmd is None:
+            continue
+        try:
+            await execute(
+                store, f"race-{race_id}", races, cmd, meta={"actor": "scheduler"}, now=now
+            )
+            started.append(race_id)
+        except Conflict:
+            pass  # started meanwhile: by its organiser, or by another process
+    return started
+
+
 async def tick(
     store: EventStore,
     boards: Leaderboards,
@@ -91,6 +121,7 @@ async def tick(
     await runner.run_once()
     await open_weekly(store, tz, now, rotation)
     await close_ended(store, boards, now)
+    await start_due_races(store, now)
     await runner.run_once()
 
 

@@ -181,12 +181,14 @@ class RetroRunClient:
         course: Sequence[tuple[float, float]] | None = None,
         tolerance_m: float = 25.0,
         cutoff_s: float | None = None,
+        auto_start: bool = False,
     ) -> JSON:
         """Schedule a race (moderators; a club's owner and admins for `club_id`). You organise
         it. `scheduled_at` must be time-zone aware; a members-only race (`open=False`) needs a
         `club_id`. `course`: the line to follow as (lat, lon) points, at least `distance_m`
         long, within `tolerance_m` of it (none: a free route); `cutoff_s`: seconds from the gun
-        after which the race closes (none: the server's default)."""
+        after which the race closes (none: the server's default); `auto_start`: the countdown
+        starts by itself, for a gun at `scheduled_at`."""
         if scheduled_at.tzinfo is None:
             raise ValueError("scheduled_at needs a time zone (the API refuses naive times)")
         body: JSON = {
@@ -202,6 +204,8 @@ class RetroRunClient:
             body["course"] = {"line": [list(p) for p in course], "tolerance_m": tolerance_m}
         if cutoff_s is not None:
             body["cutoff_s"] = cutoff_s
+        if auto_start:
+            body["auto_start"] = True
         return cast(JSON, await self._request("POST", f"{API}/races", json_body=body))
 
     async def register_for_race(self, race_id: str) -> JSON:

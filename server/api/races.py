@@ -63,6 +63,11 @@ class RaceCreate(BaseModel):
         description="seconds from the gun (pauses excluded) after which the race closes and the "
         "runners still out are DNF; default: an hour plus 1.2 s a metre",
     )
+    auto_start: bool = Field(
+        default=False,
+        description="the countdown starts by itself, so that the gun fires at scheduled_at "
+        "(else the organiser or a moderator starts it from the room)",
+    )
 
 
 class CoursePublic(BaseModel):
@@ -87,6 +92,7 @@ class RacePublic(BaseModel):
     registered: list[str]
     course: CoursePublic | None = Field(description="none: a free route")
     cutoff_s: float | None = Field(description="seconds from the gun, pauses excluded")
+    auto_start: bool = Field(description="the gun fires at scheduled_at by itself")
     room: str = Field(description="WebSocket path of the live room")
 
 
@@ -119,6 +125,7 @@ def _public(s: race_decider.RaceState, now: float) -> RacePublic:
         registered=list(s.registered),
         course=_course(s),
         cutoff_s=s.cutoff_s,
+        auto_start=s.auto_start,
         room=f"/ws/rooms/{s.race_id}",
     )
 
@@ -166,6 +173,7 @@ async def create_race(
         body.open,
         course,
         body.cutoff_s,
+        body.auto_start,
     )
     outcome = await execute(store, f"race-{race_id}", race_decider, cmd, meta={"actor": runner.id})
     await projections.run_once()

@@ -94,6 +94,9 @@ def test_a_race_on_a_course_line_with_a_cutoff(client: TestClient, settings: Set
     assert client.get(f"/api/v1/races/{race['id']}").json()["course"] == race["course"]
     free = client.post("/api/v1/races", json=RACE, headers=mod).json()
     assert free["course"] is None and free["cutoff_s"] == 3600.0 + 1.2 * 5000
+    assert free["auto_start"] is False and race["auto_start"] is False
+    auto = client.post("/api/v1/races", json={**RACE, "auto_start": True}, headers=mod).json()
+    assert client.get(f"/api/v1/races/{auto['id']}").json()["auto_start"] is True
     for bad, code in (
         ({**body, "distance_m": 800}, "bad_course"),  # the line is shorter than the race
         ({**body, "course": {"line": [[52.0, 13.0], [95.0, 13.0]]}}, "bad_course"),

@@ -1,4 +1,5 @@
-"""The weekly scheduler is idempotent across restarts and concurrent processes."""
+"""The scheduler is idempotent across restarts and concurrent processes: weekly challenges, and
+the races that start by themselves."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pytest
 from sqlalchemy import select
 
 from game import challenges as ch
+from game import races
 from server.boards.sql import SqlLeaderboards
 from server.commands import execute
-from server.scheduler import close_ended, open_weekly, tick
+from server.scheduler import close_ended, open_weekly, start_due_races, tick
 from server.store.event_store import EventStore
 from server.store.progress import CHALLENGES, CoreProjection
 from server.store.projections import ProjectionRunner
@@ -87,3 +89,31 @@ def test_a_rotation_setting_with_an_unknown_template_is_refused() -> None:
     assert Settings(weekly_rotation=["drill-week"]).rotation() == ch.rotation_of(["drill-week"])
     with pytest.raises(ValidationError, match="weekly_rotation"):
         Settings(weekly_rotation=["reverse-5k"])
+
+
+async def test_an_auto_start_race_counts_down_to_its_time_once_and_no_other_does(
+    store: EventStore,
+) -> None:
+    boards = SqlLeaderboards(store.engine)
+    runner = ProjectionRunner(store, [CoreProjection(boards)])
+    now = datetime(2026, 12, 5, 8, 59, tzinfo=UTC)
+    plan = {  # race id: (seconds from now to its time, auto_start)
+        "due": (60.0, True),
+        "manual": (60.0, False),
+        "later": (3600.0, True),
+        "missed": (-3600.0, True),  # the servers were down: its organiser decides
+    }
+    for race_id, (ahead, auto) in plan.items():
+        at = now + timedelta(seconds=ahead)
+        cmd = races.ScheduleRace(race_id, f"Race {race_id}", 800.0, at, 10, "org", auto_start=auto)
+        await execute(store, f"race-{race_id}", races, cmd, now=now - timedelta(days=1))
+    await runner.run_once()
+    started = await asyncio.gather(start_due_races(store, now), start_due_races(store, now))
+    assert sorted(started[0] + started[1]) == ["due"]  # once, by one of the two processes
+    [*_, countdown] = await store.load("race-due")
+    assert countdown.type == "CountdownStarted"
+    assert countdown.data["start_at"] == (now + timedelta(seconds=60)).timestamp()
+    for race_id in ("manual", "later", "missed"):
+        assert await store.version(f"race-{race_id}") == 1, race_id
+    await runner.run_once()
+    assert await start_due_races(store, now + timedelta(seconds=30)) == []  # already going
