@@ -82,6 +82,18 @@ class ScheduleRace:
 
 
 @dataclass(frozen=True, slots=True)
+class EditRace:
+    """Change a scheduled race (before its countdown): only the fields given change."""
+
+    by: str
+    title: str | None = None
+    scheduled_at: datetime | None = None
+    capacity: int | None = None
+    cutoff_s: float | None = None
+    auto_start: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Register:
     runner_id: str
 
@@ -200,6 +212,17 @@ class RaceScheduled:
     cutoff_s: float | None = None
     #: The countdown starts by itself, for a gun at `scheduled_at` (older logs: no).
     auto_start: bool = False
+
+
+@event("RaceEdited")
+@dataclass(frozen=True, slots=True)
+class RaceEdited:
+    """Fields of a scheduled race changed: `changes` holds the new `title`, `scheduled_at`
+    (Unix seconds), `capacity`, `cutoff_s` and `auto_start`, those that changed."""
+
+    race_id: str
+    by: str
+    changes: dict[str, Any]
 
 
 @event("RunnerRegistered")
@@ -354,6 +377,7 @@ class RaceFinishRejected:
 
 RaceEvent = (
     RaceScheduled
+    | RaceEdited
     | RunnerRegistered
     | RunnerWithdrew
     | CountdownStarted
@@ -419,6 +443,7 @@ def initial_state() -> RaceState:
 
 Command = (
     ScheduleRace
+    | EditRace
     | Register
     | Withdraw
     | StartCountdown
@@ -445,6 +470,8 @@ def decide(state: RaceState, command: Command, now: datetime) -> list[RaceEvent]
     rid = state.race_id
     live = (RaceStatus.RUNNING, RaceStatus.PAUSED)
     match command:
+        case EditRace():
+            return _edit(state, command)
         case Register(runner_id):
             if _status_at(state, t) not in (RaceStatus.SCHEDULED, RaceStatus.COUNTDOWN):
                 raise Conflict("registration is closed", code="registration_closed")
@@ -560,6 +587,37 @@ def decide(state: RaceState, command: Command, now: datetime) -> list[RaceEvent]
         case ReviewFinish():
             return [_review_finish(state, command)]
     raise InvalidCommand("unknown race command")
+
+
+def _edit(state: RaceState, cmd: EditRace) -> list[RaceEvent]:
+    if state.status != RaceStatus.SCHEDULED:
+        raise Conflict("a race is edited before its countdown", code="bad_race_state")
+    changes: dict[str, Any] = {}
+    if cmd.title is not None and cmd.title.strip() != state.title:
+        if not 3 <= len(cmd.title.strip()) <= 80:
+            raise InvalidCommand("a title is 3 to 80 characters")
+        changes["title"] = cmd.title.strip()
+    if cmd.scheduled_at is not None and cmd.scheduled_at.timestamp() != state.scheduled_at:
+        changes["scheduled_at"] = cmd.scheduled_at.timestamp()
+    if cmd.capacity is not None and cmd.capacity != state.capacity:
+        if not 1 <= cmd.capacity <= MAX_CAPACITY:
+            raise InvalidCommand(f"capacity is 1 to {MAX_CAPACITY}")
+        if cmd.capacity < len(state.registered):
+            raise Conflict(
+                f"{len(state.registered)} runners are registered: capacity cannot go below",
+                code="capacity_below_registered",
+            )
+        changes["capacity"] = cmd.capacity
+    if cmd.cutoff_s is not None and cmd.cutoff_s != state.cutoff_s:
+        if not MIN_CUTOFF_S <= cmd.cutoff_s <= MAX_CUTOFF_S:
+            raise InvalidCommand(
+                f"a cutoff is {MIN_CUTOFF_S:g} s to {MAX_CUTOFF_S:g} s after the gun",
+                code="bad_cutoff",
+            )
+        changes["cutoff_s"] = float(cmd.cutoff_s)
+    if cmd.auto_start is not None and cmd.auto_start != state.auto_start:
+        changes["auto_start"] = cmd.auto_start
+    return [RaceEdited(state.race_id, cmd.by, changes)] if changes else []
 
 
 def _sent_to_review(state: RaceState, r: Result) -> RaceFinishSentToReview:
@@ -728,6 +786,9 @@ def evolve(state: RaceState, evt: RaceEvent) -> RaceState:
                 cutoff_s=evt.cutoff_s,
                 auto_start=evt.auto_start,
             )
+        case RaceEdited():
+            known = ("title", "scheduled_at", "capacity", "cutoff_s", "auto_start")
+            return replace(state, **{k: v for k, v in evt.changes.items() if k in known})
         case RunnerRegistered():
             return replace(
                 state,

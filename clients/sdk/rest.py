@@ -224,6 +224,13 @@ class RetroRunClient:
         """`{status, results: [ResultRow ...]}`; final once the race is closed."""
         return cast(JSON, await self._request("GET", f"{API}/races/{_seg(race_id)}/results"))
 
+    async def edit_race(self, race_id: str, **changes: Any) -> JSON:
+        """Change a race before its countdown (its organisers, moderators): any of `title`,
+        `scheduled_at` (a time-zone aware datetime), `capacity`, `cutoff_s`, `auto_start`."""
+        body = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in changes.items()}
+        path = f"{API}/races/{_seg(race_id)}"
+        return cast(JSON, await self._request("PATCH", path, json_body=body))
+
     async def cancel_race(self, race_id: str, reason: str) -> JSON:
         """Call a race off (its organisers, moderators): the race, now `aborted`."""
         path = f"{API}/races/{_seg(race_id)}/cancel"

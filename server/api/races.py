@@ -70,6 +70,21 @@ class RaceCreate(BaseModel):
     )
 
 
+class RaceEdit(BaseModel):
+    """The fields to change; the others stay. The course, distance and club are fixed once
+    scheduled (runners registered for them)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    title: str | None = Field(default=None, min_length=3, max_length=80)
+    scheduled_at: AwareDatetime | None = None
+    capacity: int | None = Field(default=None, ge=1, le=5000)
+    cutoff_s: float | None = Field(
+        default=None, ge=race_decider.MIN_CUTOFF_S, le=race_decider.MAX_CUTOFF_S
+    )
+    auto_start: bool | None = None
+
+
 class CoursePublic(BaseModel):
     line: list[tuple[float, float]] = Field(description="[lat, lon] points, in running order")
     tolerance_m: float
@@ -316,3 +331,25 @@ async def disqualify(
     )
     await projections.run_once()
     return await results(race_id, store)
+
+
+@router.patch("/{race_id}", response_model=RacePublic)
+async def edit_race(
+    race_id: RaceId,
+    body: RaceEdit,
+    runner: CurrentRunner,
+    store: EventStoreDep,
+    projections: ProjectionsDep,
+) -> RacePublic:
+    """Change a race before its countdown: title, time, capacity (not below the runners
+    registered), cutoff, auto start. Its organisers and moderators; an open room tells
+    everyone (`edited`)."""
+    await _require_controller(store, runner, await _state(store, race_id))
+    if body.scheduled_at is not None and body.scheduled_at < datetime.now(UTC) - SCHEDULE_GRACE:
+        raise ApiError(422, "in_the_past", "scheduled_at: a race is scheduled for a time to come")
+    cmd = race_decider.EditRace(
+        runner.id, body.title, body.scheduled_at, body.capacity, body.cutoff_s, body.auto_start
+    )
+    outcome = await execute(store, f"race-{race_id}", race_decider, cmd, meta={"actor": runner.id})
+    await projections.run_once()
+    return _public(outcome.state, datetime.now(UTC).timestamp())

@@ -105,6 +105,8 @@ def event_frame(evt: Any, now: float) -> dict[str, Any] | None:
             return {"type": "event", "event": "registered", "runner_id": evt.runner_id}
         case races.RunnerWithdrew():
             return {"type": "event", "event": "withdrew", "runner_id": evt.runner_id}
+        case races.RaceEdited():
+            return {"type": "event", "event": "edited", "changes": evt.changes}
         case races.RunnerRetired():
             return {"type": "event", "event": "retired", "runner_id": evt.runner_id, "at": evt.at}
         case races.RaceFinished():

@@ -81,6 +81,12 @@ class RaceHandlers:
     async def _race_update(self, conn: AsyncConnection, race_id: str, **values: Any) -> None:
         await conn.execute(update(RACES).where(RACES.c.id == race_id).values(**values))
 
+    async def _on_RaceEdited(self, conn: AsyncConnection, d: dict[str, Any], pos: int) -> None:
+        columns = ("title", "scheduled_at", "capacity")
+        values = {k: v for k, v in d["changes"].items() if k in columns}
+        if values:
+            await self._race_update(conn, d["race_id"], **values)
+
     async def _on_RunnerRegistered(
         self, conn: AsyncConnection, d: dict[str, Any], pos: int
     ) -> None:

@@ -217,6 +217,13 @@ MATRIX: list[tuple[str, str, str, dict[str, Any] | None, frozenset[str]]] = [
     ),
     # last: the race's organisers and moderators run it (cancel ends it for the rows after)
     (
+        "edit a club race",
+        "PATCH",
+        "/api/v1/races/{club_race}",
+        {"capacity": 50},
+        frozenset({"club_admin"}) | STAFF,
+    ),
+    (
         "disqualify from a club race",
         "POST",
         "/api/v1/races/{club_race}/disqualify",

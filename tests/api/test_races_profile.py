@@ -106,3 +106,31 @@ def test_a_race_on_a_course_line_with_a_cutoff(client: TestClient, settings: Set
         ({**RACE, "scheduled_at": "2020-01-05T09:00:00Z"}, "in_the_past"),
     ):
         assert_problem(client.post("/api/v1/races", json=bad, headers=mod), 422, code)
+
+
+def test_an_organiser_edits_a_race_before_its_countdown(
+    client: TestClient, settings: Settings, sign_up: Callable[..., Headers]
+) -> None:
+    create_user(settings, "org4", "moderator")
+    mod = _login(client, "org4")
+    ann, bob = sign_up("edit_a"), sign_up("edit_b")
+    race = client.post("/api/v1/races", json={**RACE, "capacity": 5}, headers=mod).json()
+    url = f"/api/v1/races/{race['id']}"
+    for who in (ann, bob):
+        assert client.post(f"{url}/register", headers=who).status_code == 200
+    change = {"title": "Sunday Reverse 5k", "scheduled_at": "2030-01-06T10:00:00+01:00"}
+    assert_problem(client.patch(url, json=change, headers=ann), 403, "forbidden")
+    edited = client.patch(url, json={**change, "capacity": 2, "auto_start": True}, headers=mod)
+    assert edited.status_code == 200, edited.text
+    body = edited.json()
+    assert (body["title"], body["capacity"], body["auto_start"]) == ("Sunday Reverse 5k", 2, True)
+    assert body["scheduled_at"].startswith("2030-01-06T09:00:00")  # UTC
+    assert len(body["registered"]) == 2  # the runners stay registered
+    listed = next(r for r in client.get("/api/v1/races").json() if r["id"] == race["id"])
+    assert listed["title"] == "Sunday Reverse 5k"
+    assert_problem(client.patch(url, json={"capacity": 1}, headers=mod), 409)
+    assert_problem(client.patch(url, json={"distance_m": 100}, headers=mod), 422, "invalid")
+    past = {"scheduled_at": "2020-01-01T09:00:00Z"}
+    assert_problem(client.patch(url, json=past, headers=mod), 422, "in_the_past")
+    events = client.get(f"/api/v1/streams/race-{race['id']}/events", headers=mod).json()
+    assert [e["type"] for e in events].count("RaceEdited") == 1

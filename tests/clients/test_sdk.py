@@ -157,6 +157,8 @@ async def test_races_create_register_read_and_results(live_server: LiveServer) -
         when = datetime.now(UTC) + timedelta(hours=1)
         course = await mod.create_race("SDK course", 400, when, course=line, cutoff_s=900)
         assert course["course"]["length_m"] > 400 and course["cutoff_s"] == 900.0
+        moved = await mod.edit_race(race["id"], title="SDK reverse 400 moved", scheduled_at=when)
+        assert moved["title"] == "SDK reverse 400 moved"
         dq = await mod.disqualify_runner(race["id"], me["id"], "a second account")
         assert [r["status"] for r in dq["results"]] == ["dq"]
         with pytest.raises(ApiError) as refused:

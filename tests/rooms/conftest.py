@@ -186,9 +186,13 @@ class World:
 
     async def register(self, race_id: str, runner_id: str) -> None:
         """Register a runner as the API would (the room catches up with the stream)."""
+        await self.command(race_id, races.Register(runner_id))
+
+    async def command(self, race_id: str, command: Any) -> None:
+        """A race command appended from outside the room, as the API does."""
         engine = create_engine(self.settings.database_url)
         try:
-            await execute(EventStore(engine), f"race-{race_id}", races, races.Register(runner_id))
+            await execute(EventStore(engine), f"race-{race_id}", races, command)
         finally:
             await engine.dispose()
 

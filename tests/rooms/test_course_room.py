@@ -1,4 +1,4 @@
-"""Course races, retiring, the cutoff and live signs of a cheat, through the room."""
+"""Course races, retiring, the cutoff, edits and live signs of a cheat, through the room."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
+from game import races
 from game.course import Course
 from game.generate import Profile, generate
 from game.track import EARTH_RADIUS_M
@@ -131,3 +132,18 @@ async def test_a_bike_below_every_hard_limit_is_flagged_live_as_too_fast(
     await sender
     for sock in (mod, ws):
         await sock.close()
+
+
+async def test_an_edit_over_rest_reaches_the_lobby_as_an_event(
+    live: LiveServer, world: World
+) -> None:
+    (organiser,) = await world.users(1, "moderator")
+    (fan,) = await world.users(1)
+    race_id = await world.race(organiser, [], 1000.0)
+    ws, welcome = await join(live, race_id, world.tokens[fan])
+    assert welcome["snapshot"]["race"]["title"] == "Room test"
+    await world.command(race_id, races.EditRace(organiser, title="Room test, moved", capacity=40))
+    edited = await until(ws, lambda f: f.get("event") == "edited")
+    assert edited["changes"] == {"title": "Room test, moved", "capacity": 40}
+    assert "seq" in edited  # numbered, like every race event
+    await ws.close()

@@ -156,12 +156,14 @@ async def random_step(w: World) -> None:
 
 
 async def race(w: World) -> None:
-    """A 1 km race on day 4: finishes (one by car, one in review), a close, the review finish
-    approved, then a disqualification."""
+    """A 1 km race on day 4, edited the day before: finishes (one by car, one in review), a
+    close, the review finish approved, then a disqualification."""
     stream = "race-r1"
     scheduled = T0 + timedelta(days=4)
     cmd = races.ScheduleRace("r1", "Thursday reverse", 1000.0, scheduled, 10, "mod")
     assert await w.do(stream, races, cmd, scheduled - timedelta(days=1))
+    edit = races.EditRace("mod", title="Thursday reverse 1k", capacity=12)  # a read-model change
+    assert await w.do(stream, races, edit, scheduled - timedelta(hours=20))
     for r in RUNNERS:
         assert await w.do(stream, races, races.Register(r), scheduled - timedelta(hours=1))
         await w.maybe_project()

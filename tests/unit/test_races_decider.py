@@ -470,6 +470,26 @@ def test_running_on_through_a_pause_gains_nothing_over_stopping() -> None:
     assert "moved_while_paused" in kept_codes and "moved_while_paused" not in stopped_codes
 
 
+def test_a_scheduled_race_is_edited_field_by_field_until_its_countdown() -> None:
+    state = scheduled("ann", "bob")
+    later = T0 + timedelta(hours=2)
+    [edited] = races.decide(state, races.EditRace("org", title=" Moved ", scheduled_at=later), T0)
+    assert edited == races.RaceEdited(
+        "race1", "org", {"title": "Moved", "scheduled_at": later.timestamp()}
+    )
+    after = races.evolve(state, edited)
+    assert (after.title, after.scheduled_at, after.registered) == (
+        "Moved",
+        later.timestamp(),
+        ("ann", "bob"),
+    )
+    assert races.decide(after, races.EditRace("org", title="Moved"), T0) == []  # no change
+    assert error_code(after, races.EditRace("org", capacity=1), T0) == "capacity_below_registered"
+    assert error_code(after, races.EditRace("org", cutoff_s=5.0), T0) == "bad_cutoff"
+    going = step(after, StartCountdown("org", 10.0), T0)
+    assert error_code(going, races.EditRace("org", capacity=8), T0) == "bad_race_state"
+
+
 def test_a_runner_retires_is_dnf_and_out_of_the_running() -> None:
     state = step(counting_down("ann", "bob"), races.Retire("ann"), at(60))
     assert state.retired == {"ann"}
