@@ -133,8 +133,3 @@ class CourseLine:
         if behind is not None:
             return behind
         return best[1], best[0]
-
-
-def line_length_m(line: Sequence[Sequence[float]]) -> float:
-    """The length of a course line in metres (as `CourseLine` measures it)."""
-    return CourseLine(Course(tuple((float(p[0]), float(p[1])) for p in line))).length_m
